@@ -1,0 +1,233 @@
+"""The ADL engine: all state of one processor and the one entry point, :meth:`Engine.apply`.
+
+Pure domain code: no Kafka, no I/O, no clock. Records go in, in the order the runtime decides;
+outputs come back. A record that is rejected (bad field, unknown symbol, late, a withdrawal the fund
+cannot pay, a shortfall for a position not held) raises :class:`~adl_stream.engine.errors.Rejected`
+and changes no position, wallet, fund, mark or reservation; a repeated id has no effect
+(``Outcome.duplicate``).
+
+Stream time is the largest event time of the records whose *fields* were valid; it drives
+reservation expiry and the de-duplication window, and it advances before the checks that depend
+on state (so a shortfall sees the reservations that expired by its own time). The same records in
+the same order always give the same outputs.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from . import validation
+from .dedup import SeenIds
+from .errors import Rejected
+from .funds import FundExhausted, FundLedger, TriggerPolicy
+from .numbers import EXACT, ZERO
+from .positions import PositionBook
+from .ranking import PnlLeverage, RankingPolicy
+from .records import (
+    ADL,
+    BUY,
+    FUND_INFLOWS,
+    AdlOrder,
+    BalanceUpdate,
+    Fill,
+    FundFlow,
+    InputRecord,
+    LiquidationShortfall,
+    MarkPrice,
+    ShortfallDecision,
+)
+from .reservations import Reservation, ReservationBook
+from .shortfall import ShortfallContext, decide
+from .symbols import SymbolSpec
+from .wallets import Wallets
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one record produced."""
+
+    orders: list[AdlOrder] = field(default_factory=list)
+    decision: ShortfallDecision | None = None
+    expired: list[Reservation] = field(default_factory=list)
+    duplicate: bool = False
+    stale: bool = False
+    """A mark or balance not newer than the one held: ignored by design (SPEC §1)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        symbols: Mapping[str, SymbolSpec],
+        *,
+        trigger: TriggerPolicy | None = None,
+        ranking: RankingPolicy | None = None,
+        reservation_timeout_ms: int = 60_000,
+        dedup_window_ms: int = 86_400_000,
+    ) -> None:
+        self.symbols = dict(symbols)
+        self.assets = frozenset(spec.settle_asset for spec in self.symbols.values())
+        self.fund_ids = frozenset(spec.fund_id for spec in self.symbols.values())
+        self.book = PositionBook()
+        self.marks: dict[str, tuple[Decimal, int]] = {}
+        self.wallets = Wallets()
+        self.funds = FundLedger()
+        self.reservations = ReservationBook()
+        self.seen = SeenIds(dedup_window_ms)
+        self.stream_time = -1
+        self._shortfalls = ShortfallContext(
+            book=self.book,
+            funds=self.funds,
+            reservations=self.reservations,
+            trigger=trigger or FundExhausted(),
+            ranking=ranking or PnlLeverage(),
+            reservation_timeout_ms=reservation_timeout_ms,
+        )
+
+    @property
+    def policy(self) -> str:
+        return f"{self._shortfalls.trigger.name}/{self._shortfalls.ranking.name}"
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def apply(self, record: InputRecord) -> Outcome:
+        with decimal.localcontext(EXACT):
+            if isinstance(record, Fill):
+                return self._fill(record)
+            if isinstance(record, MarkPrice):
+                return self._mark(record)
+            if isinstance(record, LiquidationShortfall):
+                return self._shortfall(record)
+            if isinstance(record, BalanceUpdate):
+                return self._balance(record)
+            if isinstance(record, FundFlow):
+                return self._flow(record)
+        raise TypeError(f"not an input record: {type(record).__name__}")
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def mark(self, symbol: str) -> Decimal | None:
+        held = self.marks.get(symbol)
+        return held[0] if held else None
+
+    def equity(self, account_id: str, asset: str) -> Decimal:
+        """Wallet balance plus unrealized PnL of the account's positions settled in ``asset``.
+
+        A position whose symbol has no mark yet is valued at its entry price (upnl 0).
+        """
+        with decimal.localcontext(EXACT):
+            equity = self.wallets.balance(account_id, asset)
+            for position in self.book.of_account(account_id):
+                if self.symbols[position.symbol].settle_asset == asset:
+                    mark = self.mark(position.symbol)
+                    if mark is not None:
+                        equity += position.upnl(mark)
+            return equity
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _check_new(self, id_: str, ts: int) -> bool:
+        """True for an id not seen before; False for a duplicate; Rejected when too late to tell."""
+        if id_ in self.seen:
+            return False
+        if ts < self.stream_time - self.seen.window_ms:
+            raise Rejected(
+                "late_event",
+                f"ts {ts} is older than the de-duplication window "
+                f"({self.seen.window_ms} ms before stream time {self.stream_time})",
+            )
+        return True
+
+    def _advance(self, ts: int, outcome: Outcome) -> None:
+        if ts > self.stream_time:
+            self.stream_time = ts
+            self.seen.evict(ts)
+            expired = self.reservations.expire(ts)
+            for reservation in expired:
+                self.book.discard_if_idle(reservation.position)
+            outcome.expired = expired
+
+    def _fill(self, fill: Fill) -> Outcome:
+        spec = validation.check_fill(fill, self.symbols)
+        if not self._check_new(fill.fill_id, fill.ts):
+            return Outcome(duplicate=True)
+        outcome = Outcome()
+        self._advance(fill.ts, outcome)
+        self.seen.add(fill.fill_id, fill.ts)
+        position = self.book.open(fill.account_id, fill.symbol)
+        if fill.kind == ADL:
+            self.reservations.release(fill.adl_order_id, fill.account_id, fill.quantity)
+        signed = fill.quantity if fill.side == BUY else -fill.quantity
+        realized = position.apply_fill(signed, fill.price)
+        self.wallets.apply_fill(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
+        self.book.discard_if_idle(position)
+        return outcome
+
+    def _mark(self, mark: MarkPrice) -> Outcome:
+        validation.check_mark(mark, self.symbols)
+        held = self.marks.get(mark.symbol)
+        if held is not None and mark.ts <= held[1]:
+            return Outcome(stale=True)
+        outcome = Outcome()
+        self._advance(mark.ts, outcome)
+        self.marks[mark.symbol] = (mark.mark_price, mark.ts)
+        return outcome
+
+    def _balance(self, update: BalanceUpdate) -> Outcome:
+        validation.check_balance(update, self.assets)
+        outcome = Outcome()
+        if not self.wallets.set_balance(update.account_id, update.asset, update.wallet_balance, update.ts):
+            outcome.stale = True
+            return outcome
+        self._advance(update.ts, outcome)
+        return outcome
+
+    def _flow(self, flow: FundFlow) -> Outcome:
+        validation.check_flow(flow, self.fund_ids)
+        if not self._check_new(flow.flow_id, flow.ts):
+            return Outcome(duplicate=True)
+        outcome = Outcome()
+        self._advance(flow.ts, outcome)
+        if flow.kind not in FUND_INFLOWS:
+            self.funds.check_debit(flow.fund_id, flow.amount)
+        self.seen.add(flow.flow_id, flow.ts)
+        self.funds.credit(flow.fund_id, flow.amount if flow.kind in FUND_INFLOWS else -flow.amount)
+        return outcome
+
+    def _shortfall(self, shortfall: LiquidationShortfall) -> Outcome:
+        spec = validation.check_shortfall(shortfall, self.symbols)
+        if not self._check_new(shortfall.event_id, shortfall.ts):
+            return Outcome(duplicate=True)
+        # Ranking values positions at the latest mark; before the first mark, at the bankruptcy price.
+        mark = self.mark(shortfall.symbol) or shortfall.bankruptcy_price
+        asset = spec.settle_asset
+        outcome = Outcome()
+        self._advance(shortfall.ts, outcome)
+        # decide() checks the bankrupt position before it changes anything.
+        orders, decision = decide(
+            shortfall, spec, mark, lambda account: self.equity(account, asset), self._shortfalls
+        )
+        self.seen.add(shortfall.event_id, shortfall.ts)
+        outcome.orders, outcome.decision = orders, decision
+        return outcome
+
+    # -- state view ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The whole state as plain, ordered data (for inspection and state comparison)."""
+        return {
+            "stream_time": self.stream_time,
+            "positions": {
+                f"{p.symbol}/{p.account_id}": (p.quantity, p.cost, p.reserved)
+                for p in sorted(self.book, key=lambda p: (p.symbol, p.account_id))
+            },
+            "wallets": {f"{a}/{asset}": (w.balance, w.as_of) for (a, asset), w in sorted(self.wallets.items())},
+            "funds": dict(sorted(self.funds.balances().items())),
+            "marks": dict(sorted(self.marks.items())),
+            "reservations": sorted(
+                (r.order_id, r.position.account_id, r.quantity, r.expires_at) for r in self.reservations
+            ),
+            "seen_ids": len(self.seen),
+        }

@@ -1,0 +1,70 @@
+"""Field checks that turn a bad input record into a dead-letter reason (SPEC §4, last point).
+
+Each ``check_*`` raises :class:`Rejected` with a stable reason code and a detail naming the field;
+a record that passes may still be rejected by the engine for what the *state* says (e.g. a
+shortfall for a position it does not hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from .errors import Rejected
+from .numbers import ZERO
+from .records import ADL, BalanceUpdate, Fill, FundFlow, LiquidationShortfall, MarkPrice
+from .symbols import SymbolSpec
+
+
+def _spec(symbols: Mapping[str, SymbolSpec], symbol: str) -> SymbolSpec:
+    spec = symbols.get(symbol)
+    if spec is None:
+        raise Rejected("unknown_symbol", f"symbol {symbol!r} is not declared in [symbols]")
+    return spec
+
+
+def _positive(name: str, value: Decimal, reason: str) -> None:
+    if value <= ZERO:
+        raise Rejected(reason, f"{name} must be > 0, got {value}")
+
+
+def _on_grid(name: str, value: Decimal, step: Decimal | None, symbol: str) -> None:
+    if step is not None and value % step != ZERO:
+        raise Rejected("off_grid", f"{name} {value} is not a multiple of {step} for {symbol}")
+
+
+def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> SymbolSpec:
+    spec = _spec(symbols, fill.symbol)
+    _positive("quantity", fill.quantity, "invalid_quantity")
+    _positive("price", fill.price, "invalid_price")
+    _on_grid("quantity", fill.quantity, spec.lot_size, fill.symbol)
+    _on_grid("price", fill.price, spec.tick_size, fill.symbol)
+    if (fill.kind == ADL) != (fill.adl_order_id is not None):
+        raise Rejected("invalid_adl_fill", "adl_order_id must be set exactly when kind=ADL")
+    return spec
+
+
+def check_mark(mark: MarkPrice, symbols: Mapping[str, SymbolSpec]) -> None:
+    _spec(symbols, mark.symbol)
+    _positive("mark_price", mark.mark_price, "invalid_price")
+
+
+def check_balance(update: BalanceUpdate, assets: frozenset[str]) -> None:
+    if update.asset not in assets:
+        raise Rejected("unknown_asset", f"asset {update.asset!r} settles no declared symbol")
+
+
+def check_flow(flow: FundFlow, funds: frozenset[str]) -> None:
+    if flow.fund_id not in funds:
+        raise Rejected("unknown_fund", f"fund {flow.fund_id!r} backs no declared symbol")
+    _positive("amount", flow.amount, "invalid_amount")
+
+
+def check_shortfall(shortfall: LiquidationShortfall, symbols: Mapping[str, SymbolSpec]) -> SymbolSpec:
+    spec = _spec(symbols, shortfall.symbol)
+    _positive("quantity", shortfall.quantity, "invalid_quantity")
+    _positive("bankruptcy_price", shortfall.bankruptcy_price, "invalid_price")
+    if shortfall.shortfall < ZERO:
+        raise Rejected("invalid_amount", f"shortfall must be >= 0, got {shortfall.shortfall}")
+    _on_grid("quantity", shortfall.quantity, spec.lot_size, shortfall.symbol)
+    return spec
