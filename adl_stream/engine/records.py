@@ -19,6 +19,7 @@ DEPOSIT, WITHDRAWAL, LIQUIDATION_SURPLUS, FEE_INCOME = (
     "FEE_INCOME",
 )
 FUND_INFLOWS = frozenset({DEPOSIT, LIQUIDATION_SURPLUS, FEE_INCOME})
+FUND_COVERED, ADL_FULL, ADL_PARTIAL = "FUND_COVERED", "ADL", "ADL_PARTIAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class ShortfallDecision:
     fund_id: str
     quantity: Decimal
     shortfall: Decimal
+    outcome: str
     fund_covered: Decimal
     adl_quantity: Decimal
     unfilled_quantity: Decimal

@@ -17,7 +17,17 @@ from .funds import FundLedger, TriggerPolicy
 from .numbers import ZERO
 from .positions import PositionBook
 from .ranking import RankingPolicy
-from .records import BUY, LONG, SELL, AdlOrder, LiquidationShortfall, ShortfallDecision
+from .records import (
+    ADL_FULL,
+    ADL_PARTIAL,
+    BUY,
+    FUND_COVERED,
+    LONG,
+    SELL,
+    AdlOrder,
+    LiquidationShortfall,
+    ShortfallDecision,
+)
 from .reservations import ReservationBook
 from .symbols import SymbolSpec
 
@@ -65,7 +75,7 @@ def decide(
     balance = ctx.funds.balance(fund_id)
     policy = f"{ctx.trigger.name}/{ctx.ranking.name}"
 
-    def decision(covered: Decimal, adl: Decimal, unfilled: Decimal, orders: list[AdlOrder], after: Decimal):
+    def decision(outcome: str, covered: Decimal, adl: Decimal, unfilled: Decimal, orders: list[AdlOrder], after: Decimal):
         return ShortfallDecision(
             event_id=shortfall.event_id,
             symbol=shortfall.symbol,
@@ -73,6 +83,7 @@ def decide(
             fund_id=fund_id,
             quantity=shortfall.quantity,
             shortfall=shortfall.shortfall,
+            outcome=outcome,
             fund_covered=covered,
             adl_quantity=adl,
             unfilled_quantity=unfilled,
@@ -86,7 +97,7 @@ def decide(
     # 1. Fund first.
     if not ctx.trigger(balance, shortfall.shortfall):
         after = ctx.funds.debit(fund_id, shortfall.shortfall)
-        return [], decision(shortfall.shortfall, ZERO, ZERO, [], after)
+        return [], decision(FUND_COVERED, shortfall.shortfall, ZERO, ZERO, [], after)
 
     # 2. ADL: opposite side, in ranking order, each for min(left, free), at the bankruptcy price.
     opposite = (
@@ -122,4 +133,5 @@ def decide(
         ctx.reservations.reserve(oid, candidate.position, take, expires_at)
         ctx.reservations.reserve(oid, bankrupt, take, expires_at)
         left -= take
-    return orders, decision(ZERO, shortfall.quantity - left, left, orders, balance)
+    outcome = ADL_PARTIAL if left > ZERO else ADL_FULL
+    return orders, decision(outcome, ZERO, shortfall.quantity - left, left, orders, balance)

@@ -1,13 +1,14 @@
 """Wallet balances per (account, asset) (SPEC §1).
 
-A BalanceUpdate sets the wallet absolutely as of its ``ts`` (an older one than held is ignored);
-realized PnL and fees of fills *after* that ``ts`` are applied on top, those at or before it are
-already in it.
+A BalanceUpdate sets the wallet absolutely as of its ``ts`` (one not newer than the held one is
+ignored). Realized PnL and fees of fills *after* that ``ts`` are applied on top; those at or before
+it are already in it. A wallet remembers the fills applied after its ``as_of``, so a balance that
+arrives after a later fill keeps that fill's PnL instead of wiping it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .numbers import ZERO
@@ -17,6 +18,8 @@ from .numbers import ZERO
 class Wallet:
     balance: Decimal = ZERO
     as_of: int = -1
+    #: (ts, amount) of the fills applied after ``as_of``.
+    after: list[tuple[int, Decimal]] = field(default_factory=list)
 
 
 class Wallets:
@@ -37,7 +40,9 @@ class Wallets:
         wallet = self._wallets.setdefault((account_id, asset), Wallet())
         if ts <= wallet.as_of:
             return False
-        wallet.balance, wallet.as_of = balance, ts
+        wallet.after = [(t, amount) for t, amount in wallet.after if t > ts]
+        wallet.balance = balance + sum((amount for _, amount in wallet.after), ZERO)
+        wallet.as_of = ts
         return True
 
     def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
@@ -45,3 +50,4 @@ class Wallets:
         wallet = self._wallets.setdefault((account_id, asset), Wallet())
         if ts > wallet.as_of:
             wallet.balance += amount
+            wallet.after.append((ts, amount))
