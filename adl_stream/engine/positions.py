@@ -33,7 +33,7 @@ class Position:
     @property
     def free(self) -> Decimal:
         """Quantity that a new ADL order may still take (never negative)."""
-        free = abs(self.quantity) - self.reserved
+        free = self.quantity.copy_abs() - self.reserved
         return free if free > ZERO else ZERO
 
     def upnl(self, mark: Decimal) -> Decimal:
@@ -46,7 +46,7 @@ class Position:
             self.quantity = q + signed_quantity
             self.cost += signed_quantity * price
             return ZERO
-        open_abs, fill_abs = abs(q), abs(signed_quantity)
+        open_abs, fill_abs = q.copy_abs(), signed_quantity.copy_abs()
         closed = min(open_abs, fill_abs)
         removed_cost = prorate(self.cost, closed, open_abs)
         realized = (closed * price if q > ZERO else -closed * price) - removed_cost

@@ -58,12 +58,12 @@ class PnlLeverage:
             if position.free <= ZERO:
                 continue
             upnl = position.upnl(mark)
-            notional = abs(position.quantity) * mark
+            notional = position.quantity.copy_abs() * mark
             equity = equity_of(position.account_id)
             if equity <= ZERO:
                 score = math.inf
             else:
-                pnl_pct = float(upnl) / float(abs(position.cost))
+                pnl_pct = float(upnl) / float(position.cost.copy_abs())
                 leverage = float(notional) / float(equity)
                 score = pnl_pct * leverage if upnl > ZERO else pnl_pct / leverage
             ranked.append(Candidate(position, score, notional))
