@@ -1,0 +1,229 @@
+"""Settings of ``adl-stream run``: a TOML file, overridden by ``ADL_*`` environment variables,
+overridden by command-line flags (SPEC §5). Everything is validated at start; an invalid setting
+raises :class:`ConfigError` naming the setting, where it came from and how to fix it.
+
+Environment variables:
+- ``ADL_CONFIG``: path of the TOML file (same as ``--config``);
+- ``ADL_<SETTING>`` for a top-level setting, e.g. ``ADL_BOOTSTRAP_SERVERS``, ``ADL_METRICS_PORT``;
+- ``ADL_TOPIC_<NAME>`` for a topic name, e.g. ``ADL_TOPIC_MARK_PRICES=prod.mark-prices``;
+- ``ADL_KAFKA_<PROPERTY>`` for a librdkafka property, ``_`` standing for ``.``, e.g.
+  ``ADL_KAFKA_SASL_PASSWORD`` -> ``sasl.password`` (SASL/TLS settings pass through this way or
+  in the file's ``[kafka]`` table).
+Symbols are declared in the file only (``[symbols.<NAME>]``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from ..engine import RANKING_POLICIES, FundExhausted, FundFloor, SymbolSpec, TriggerPolicy
+
+TRIGGER_POLICIES = ("fund-exhausted", "fund-floor")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    def __init__(self, setting: str, source: str, problem: str) -> None:
+        super().__init__(f"invalid setting {setting!r} (from {source}): {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Topics:
+    fills: str = "fills"
+    mark_prices: str = "mark-prices"
+    balances: str = "balances"
+    insurance_fund: str = "insurance-fund"
+    liquidation_shortfalls: str = "liquidation-shortfalls"
+    adl_orders: str = "adl-orders"
+    adl_decisions: str = "adl-decisions"
+    adl_dlq: str = "adl-dlq"
+
+    def inputs(self) -> tuple[str, ...]:
+        return (self.fills, self.mark_prices, self.balances, self.insurance_fund, self.liquidation_shortfalls)
+
+    def outputs(self) -> tuple[str, ...]:
+        return (self.adl_orders, self.adl_decisions, self.adl_dlq)
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "adl-stream"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9464
+    """0 picks a free port (logged at start)."""
+    trigger_policy: str = "fund-exhausted"
+    fund_floor: Decimal = Decimal(0)
+    ranking_policy: str = "pnl-leverage"
+    reservation_timeout_ms: int = 60_000
+    dedup_window_ms: int = 86_400_000
+    batch_size: int = 5_000
+    poll_timeout_ms: int = 100
+    startup_timeout_s: int = 30
+    log_format: str = "auto"
+    log_level: str = "info"
+    topics: Topics = field(default_factory=Topics)
+    symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
+    kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+
+    def trigger(self) -> TriggerPolicy:
+        return FundFloor(self.fund_floor) if self.trigger_policy == "fund-floor" else FundExhausted()
+
+    def ranking(self):
+        return RANKING_POLICIES[self.ranking_policy]()
+
+
+_SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka")}
+_TOPIC_NAMES = tuple(f.name for f in fields(Topics))
+_CHOICES = {
+    "trigger_policy": TRIGGER_POLICIES,
+    "ranking_policy": tuple(RANKING_POLICIES),
+    "log_format": LOG_FORMATS,
+    "log_level": LOG_LEVELS,
+}
+_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "batch_size", "poll_timeout_ms", "startup_timeout_s")
+
+
+def _coerce(setting: str, value: Any, kind: Any, source: str):
+    if kind in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(setting, source, f"expected a whole number, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(setting, source, f"expected a whole number, got {value!r}") from None
+    if kind in (Decimal, "Decimal"):
+        if isinstance(value, float):
+            raise ConfigError(setting, source, f"write {value!r} as a string (\"{value}\") to keep it exact")
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ConfigError(setting, source, f"expected a decimal number, got {value!r}") from None
+        if not number.is_finite():
+            raise ConfigError(setting, source, f"expected a finite decimal number, got {value!r}")
+        return number
+    if not isinstance(value, str) or not value:
+        raise ConfigError(setting, source, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _symbols(table: Any, source: str) -> dict[str, SymbolSpec]:
+    if not isinstance(table, dict):
+        raise ConfigError("symbols", source, "expected a table of [symbols.<NAME>] tables")
+    symbols = {}
+    for name, spec in table.items():
+        where = f"symbols.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(where, source, "expected a table with settle_asset = \"...\"")
+        unknown = set(spec) - {"settle_asset", "fund_id", "lot_size", "tick_size"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}", source, "unknown key; allowed: settle_asset, fund_id, lot_size, tick_size")
+        if "settle_asset" not in spec:
+            raise ConfigError(f"{where}.settle_asset", source, "missing; e.g. settle_asset = \"USDT\"")
+        asset = _coerce(f"{where}.settle_asset", spec["settle_asset"], str, source)
+        steps = {}
+        for step in ("lot_size", "tick_size"):
+            if step in spec:
+                steps[step] = _coerce(f"{where}.{step}", spec[step], Decimal, source)
+                if steps[step] <= 0:
+                    raise ConfigError(f"{where}.{step}", source, "must be > 0")
+        fund = _coerce(f"{where}.fund_id", spec.get("fund_id", asset), str, source)
+        symbols[name] = SymbolSpec(name, asset, fund, **steps)
+    return symbols
+
+
+def load_settings(
+    config_path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build and validate the settings from file < environment < flags."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    values: dict[str, tuple[Any, str]] = {}
+    topics: dict[str, tuple[Any, str]] = {}
+    kafka: dict[str, str] = {}
+    symbols: dict[str, SymbolSpec] = {}
+
+    path = config_path or env.get("ADL_CONFIG")
+    if path:
+        source = f"config file {path}"
+        try:
+            document = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError("config", "--config / ADL_CONFIG", f"no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", source, f"not valid TOML: {exc}") from None
+        for key, value in document.items():
+            if key == "topics":
+                if not isinstance(value, dict):
+                    raise ConfigError("topics", source, "expected a [topics] table")
+                for name, topic in value.items():
+                    topics[name] = (topic, source)
+            elif key == "kafka":
+                if not isinstance(value, dict):
+                    raise ConfigError("kafka", source, "expected a [kafka] table of librdkafka properties")
+                kafka.update({str(k): str(v) for k, v in value.items()})
+            elif key == "symbols":
+                symbols = _symbols(value, source)
+            elif key in _SCALARS:
+                values[key] = (value, source)
+            else:
+                raise ConfigError(key, source, f"unknown setting; known: {', '.join(sorted([*_SCALARS, 'topics', 'kafka', 'symbols']))}")
+
+    for name, value in env.items():
+        if not name.startswith("ADL_") or name == "ADL_CONFIG":
+            continue
+        key = name[4:].lower()
+        source = f"environment variable {name}"
+        if key.startswith("topic_"):
+            topics[key[6:]] = (value, source)
+        elif key.startswith("kafka_"):
+            kafka[key[6:].replace("_", ".")] = value
+        elif key in _SCALARS:
+            values[key] = (value, source)
+        else:
+            raise ConfigError(key, source, "unknown setting (ADL_TOPIC_*, ADL_KAFKA_* or a top-level setting)")
+
+    for key, value in flags.items():
+        values[key] = (value, f"flag --{key.replace('_', '-')}")
+
+    settings: dict[str, Any] = {}
+    for key, (value, source) in values.items():
+        settings[key] = value = _coerce(key, value, _SCALARS[key].type, source)
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(key, source, f"{value!r} is not one of {', '.join(_CHOICES[key])}")
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(key, source, "must be > 0")
+        if key == "metrics_port" and not 0 <= value <= 65535:
+            raise ConfigError(key, source, "must be a TCP port, 0 to 65535")
+        if key == "fund_floor" and value < 0:
+            raise ConfigError(key, source, "must be >= 0 (the fund never goes negative)")
+    topic_names = {}
+    for name, (topic, source) in topics.items():
+        if name not in _TOPIC_NAMES:
+            raise ConfigError(f"topics.{name}", source, f"unknown topic; known: {', '.join(_TOPIC_NAMES)}")
+        topic_names[name] = _coerce(f"topics.{name}", topic, str, source)
+    resolved = replace(Settings(), **settings, topics=Topics(**topic_names), symbols=symbols, kafka=kafka)
+    if not resolved.symbols:
+        raise ConfigError("symbols", path or "defaults", "no symbol declared; add e.g. [symbols.BTCUSDT] settle_asset = \"USDT\" to the config file")
+    names = [*resolved.topics.inputs(), *resolved.topics.outputs()]
+    if len(set(names)) != len(names):
+        raise ConfigError("topics", "settings", f"two topics share a name: {names}")
+    return resolved
+
+
+SECRET_MARKERS = ("password", "secret", "key", "token", "credential")
+
+
+def redacted(kafka: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties with every secret value masked (for logs)."""
+    return {k: ("***" if any(m in k.lower() for m in SECRET_MARKERS) else v) for k, v in kafka.items()}

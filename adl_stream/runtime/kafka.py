@@ -1,0 +1,81 @@
+"""Kafka clients of the processor and the start-up checks (retried with tenacity)."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from .config import Settings
+
+
+class StartupError(RuntimeError):
+    """The broker or its topics are not as the settings say; the message says what to fix."""
+
+
+def _with_passthrough(settings: Settings, defaults: dict) -> dict:
+    """``defaults`` with the bootstrap servers, overridden by the user's [kafka] properties."""
+    return {"bootstrap.servers": settings.bootstrap_servers, **defaults, **settings.kafka}
+
+
+def consumer_config(settings: Settings) -> dict:
+    return _with_passthrough(settings, {
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        # Co-partitioned input topics: the range assignor gives one instance the same partition
+        # number of every input topic, so a symbol's events meet in one instance.
+        "partition.assignment.strategy": "range",
+    })
+
+
+def producer_config(settings: Settings) -> dict:
+    return _with_passthrough(settings, {"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+
+
+class _TopicsNotReady(Exception):
+    pass
+
+
+def check_topics(settings: Settings) -> dict[str, int]:
+    """Wait (up to ``startup_timeout_s``) for the broker and every topic; return partition counts.
+
+    Fails with :class:`StartupError` naming the missing topic and its setting, or the input topics
+    whose partition counts differ (SPEC §2: inputs are co-partitioned).
+    """
+    admin = AdminClient(_with_passthrough(settings, {}))
+    wanted = {getattr(settings.topics, name): name for name in settings.topics.__dataclass_fields__}
+    missing: list[str] = []
+
+    def attempt() -> dict[str, int]:
+        metadata = admin.list_topics(timeout=5)
+        counts = {t: len(m.partitions) for t, m in metadata.topics.items() if m.error is None}
+        missing[:] = [t for t in wanted if t not in counts]
+        if missing:
+            raise _TopicsNotReady()
+        return {t: counts[t] for t in wanted}
+
+    try:
+        for try_ in Retrying(
+            stop=stop_after_delay(settings.startup_timeout_s),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type((KafkaException, _TopicsNotReady)),
+            reraise=True,
+        ):
+            with try_:
+                counts = attempt()
+    except KafkaException as exc:
+        raise StartupError(
+            f"cannot reach the Kafka cluster at {settings.bootstrap_servers!r} within "
+            f"{settings.startup_timeout_s}s ({exc}); check bootstrap_servers / ADL_BOOTSTRAP_SERVERS "
+            "and the [kafka] security settings"
+        ) from None
+    except _TopicsNotReady:
+        names = ", ".join(f"{t!r} (setting topics.{wanted[t]} / ADL_TOPIC_{wanted[t].upper()})" for t in missing)
+        raise StartupError(f"topics missing on {settings.bootstrap_servers}: {names}; create them or fix the setting") from None
+    inputs = {t: counts[t] for t in settings.topics.inputs()}
+    if len(set(inputs.values())) != 1:
+        raise StartupError(f"input topics must have the same partition count (co-partitioned), got {inputs}")
+    return counts

@@ -1,0 +1,85 @@
+"""Prometheus metrics of the processor and the HTTP endpoints on the metrics port:
+``/metrics``, ``/healthz`` (the processing loop is alive) and ``/readyz`` (state restored and
+partitions assigned)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from socketserver import ThreadingMixIn
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, make_wsgi_app
+
+from .. import __version__
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.fund_balance = Gauge("adl_insurance_fund_balance", "Insurance fund balance, in its settle asset.", ["fund_id"], registry=r)
+        self.shortfalls = Counter("adl_shortfalls", "Shortfalls decided, by outcome (FUND_COVERED, ADL, ADL_PARTIAL).", ["symbol", "outcome"], registry=r)
+        self.orders = Counter("adl_orders", "ADL orders emitted.", ["symbol"], registry=r)
+        self.adl_quantity = Counter("adl_quantity", "Quantity closed by ADL orders, in contracts.", ["symbol"], registry=r)
+        self.unfilled_quantity = Counter("adl_unfilled_quantity", "Shortfall quantity the opposite side could not absorb.", ["symbol"], registry=r)
+        self.reservations_expired = Counter("adl_reservations_expired", "ADL reservations expired without their fill.", ["symbol"], registry=r)
+        self.dead_letters = Counter("adl_dead_letters", "Input records sent to the dead-letter topic.", ["reason", "topic"], registry=r)
+        self.events = Counter("adl_events_processed", "Input records processed (restore excluded).", ["topic"], registry=r)
+        self.duplicates = Counter("adl_duplicate_events", "Input records ignored as repeated ids.", ["topic"], registry=r)
+        self.restored = Counter("adl_restore_events", "Input records re-applied to rebuild state at start.", ["topic"], registry=r)
+        self.ready = Gauge("adl_ready", "1 when state is restored and partitions are assigned.", registry=r)
+        Info("adl_build", "Build information.", registry=r).info({"version": __version__})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # scrapes are not log events
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class HealthServer:
+    """Serves the metrics and the probes in a daemon thread."""
+
+    def __init__(self, metrics: ProcessorMetrics, host: str, port: int, liveness_s: float = 30.0) -> None:
+        self.metrics = metrics
+        self.liveness_s = liveness_s
+        self.ready = False
+        self.last_beat = time.monotonic()
+        metrics_app = make_wsgi_app(metrics.registry)
+
+        def app(environ, start_response):
+            path = environ.get("PATH_INFO", "")
+            if path == "/healthz":
+                ok = time.monotonic() - self.last_beat < self.liveness_s
+                return self._plain(start_response, ok, "ok" if ok else "processing loop stalled")
+            if path == "/readyz":
+                return self._plain(start_response, self.ready, "ready" if self.ready else "restoring or unassigned")
+            return metrics_app(environ, start_response)
+
+        self._server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="adl-metrics", daemon=True)
+
+    @staticmethod
+    def _plain(start_response, ok: bool, text: str):
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [text.encode()]
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.metrics.ready.set(1 if ready else 0)
+
+    def start(self) -> "HealthServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
