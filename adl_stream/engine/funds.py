@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from .errors import Rejected
 from .numbers import ZERO
@@ -26,7 +26,7 @@ class TriggerPolicy(Protocol):
 class FundExhausted:
     """ADL only when the fund cannot pay the whole shortfall (the default)."""
 
-    name: str = "fund-exhausted"
+    name: ClassVar[str] = "fund-exhausted"
 
     def __call__(self, balance: Decimal, shortfall: Decimal) -> bool:
         return balance < shortfall
@@ -37,7 +37,7 @@ class FundFloor:
     """ADL when paying would take the fund below ``floor`` (>= 0)."""
 
     floor: Decimal
-    name: str = "fund-floor"
+    name: ClassVar[str] = "fund-floor"
 
     def __call__(self, balance: Decimal, shortfall: Decimal) -> bool:
         return balance - shortfall < self.floor

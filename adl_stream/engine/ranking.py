@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from .numbers import ZERO
 from .positions import Position
@@ -45,7 +45,7 @@ class PnlLeverage:
     An account with equity <= 0 scores +inf (first in the queue). Scores are floats: they only order.
     """
 
-    name: str = "pnl-leverage"
+    name: ClassVar[str] = "pnl-leverage"
 
     def rank(
         self,

@@ -1,13 +1,15 @@
 """``adl-stream run``: the consume -> decode -> apply -> produce -> commit loop.
 
-The engine is the only place that computes; this module moves bytes. A batch is processed in the
-order the consumer returns it, its outputs are produced, and the :class:`Checkpoint` commits the
-offsets once every output is acknowledged (at-least-once).
+The engine is the only place that computes; this module moves bytes. Each consumed batch is
+decoded, merged across partitions in event-time order (:mod:`.merge`), applied, its outputs
+produced, and the :class:`Checkpoint` commits the offsets once every output is acknowledged
+(at-least-once).
 
 State is rebuilt from the input topics: the first time this process is assigned a partition it
 reads it from the beginning, re-applying the records below the group's committed offset to the
-engine without producing anything (restore), and processing live from there. ``/readyz`` turns
-ready once every assigned partition has passed its committed offset.
+engine without producing anything (restore), and processing live from there. While a partition
+restores, the merge waits for it, so restored records are applied in the same order on every run.
+``/readyz`` turns ready once every assigned partition has passed its committed offset.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..wire import Codec
 from .checkpoint import Checkpoint
 from .config import Settings, redacted
 from .kafka import check_topics, consumer_config, producer_config
+from .merge import EventTimeMerger
 from .metrics import HealthServer, ProcessorMetrics
 
 log = structlog.get_logger("adl_stream.processor")
@@ -63,8 +66,12 @@ class Processor:
             t.insurance_fund: FundFlow,
             t.liquidation_shortfalls: LiquidationShortfall,
         }
-        self._restored: set[tuple[str, int]] = set()  # partitions whose state this process rebuilt
-        self._resume: dict[tuple[str, int], int] = {}  # committed offset: below it, restore only
+        # Same event time: funds and wallets first, then marks and fills, shortfalls last.
+        self._merger = EventTimeMerger({t.insurance_fund: 0, t.balances: 1, t.mark_prices: 2, t.fills: 3,
+                                        t.liquidation_shortfalls: 4})
+        self._restored: set[tuple[str, int]] = set()  # partitions whose state this process has rebuilt
+        self._resume: dict[tuple[str, int], int] = {}  # partitions restoring: their committed offset
+        self._live_from: dict[tuple[str, int], int] = {}  # below this offset, apply without output
         self._assigned: list[TopicPartition] = []
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None
@@ -110,35 +117,46 @@ class Processor:
         for tp in committed:
             key = (tp.topic, tp.partition)
             if key in self._restored:
-                continue  # state already rebuilt here: resume at the committed offset
-            if tp.offset >= 0:
+                continue  # state already rebuilt by this process: resume at the committed offset
+            # Not yet rebuilt (first assignment, or revoked before its restore finished): read the
+            # partition from its start; below the committed offset, apply without output.
+            self._resume.pop(key, None)
+            self._live_from[key] = max(tp.offset, 0)
+            if tp.offset > 0:
                 low, _ = consumer.get_watermark_offsets(tp, timeout=10)
                 if low > 0:
                     log.warning("restore_incomplete", topic=tp.topic, partition=tp.partition, low_watermark=low,
                                 hint="retention removed the start of the topic; state before it is lost")
-                if tp.offset > low:
-                    self._resume[key] = tp.offset
+                self._resume[key] = tp.offset
+            else:
+                self._restored.add(key)  # nothing committed: nothing to rebuild
             tp.offset = OFFSET_BEGINNING
-            self._restored.add(key)
         consumer.assign(committed)
         self._assigned = committed
         log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in committed],
                  restoring=len(self._resume))
-        self._update_readiness()
+        self._update_readiness(self._restoring())
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain(frozenset())  # what was consumed is applied and committed before letting go
         self.checkpoint.commit()
+        self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         self._assigned = []
         self.health.set_ready(False)
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
-    def _update_readiness(self) -> None:
-        if self._resume:
-            positions = self.consumer.position([TopicPartition(t, p) for t, p in self._resume])
-            for tp in positions:
-                if tp.offset >= self._resume[(tp.topic, tp.partition)]:
-                    del self._resume[(tp.topic, tp.partition)]
-                    log.info("partition_restored", topic=tp.topic, partition=tp.partition, offset=tp.offset)
+    def _restoring(self) -> frozenset[tuple[str, int]]:
+        """Restoring partitions not yet fetched up to their committed offset (the merge waits)."""
+        if not self._resume:
+            return frozenset()
+        positions = self.consumer.position([TopicPartition(t, p) for t, p in self._resume])
+        return frozenset((tp.topic, tp.partition) for tp in positions if tp.offset < self._resume[(tp.topic, tp.partition)])
+
+    def _update_readiness(self, waiting: frozenset[tuple[str, int]] = frozenset()) -> None:
+        for key in [k for k in self._resume if k not in waiting and not self._merger.buffered(k)]:
+            del self._resume[key]  # fetched past the committed offset and all of it applied
+            self._restored.add(key)
+            log.info("partition_restored", topic=key[0], partition=key[1], offset=self._live_from[key])
         self.health.set_ready(bool(self._assigned) and not self._resume)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -153,19 +171,34 @@ class Processor:
                     raise FatalError(f"fatal Kafka error: {error}")
                 log.warning("consumer_error", error=str(error))
                 continue
-            self._process(message)
-        if messages:
+            topic = message.topic()
+            try:
+                record = self.codec.decode(message.value(), self._record_type[topic])
+            except Rejected as rejected:
+                record = rejected
+            self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None), (message, record))
+        waiting = self._restoring()
+        if self._drain(waiting):
             self.checkpoint.commit()
             for fund_id, balance in self.engine.funds.balances().items():
                 self.metrics.fund_balance.labels(fund_id).set(float(balance))
         if self._resume or not self.health.ready:
-            self._update_readiness()
+            self._update_readiness(waiting)
 
-    def _process(self, message) -> None:
+    def _drain(self, waiting: frozenset[tuple[str, int]]) -> int:
+        """Apply what the merge releases; return how many records that was."""
+        count = 0
+        for message, record in self._merger.release(waiting):
+            self._process(message, record)
+            count += 1
+        return count
+
+    def _process(self, message, record) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        live = offset >= self._resume.get((topic, partition), 0)
+        live = offset >= self._live_from.get((topic, partition), 0)
         try:
-            record = self.codec.decode(message.value(), self._record_type[topic])
+            if isinstance(record, Rejected):
+                raise record
             outcome = self.engine.apply(record)
         except Rejected as rejected:
             if live:

