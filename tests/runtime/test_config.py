@@ -1,0 +1,97 @@
+from decimal import Decimal as D
+
+import pytest
+
+from adl_stream.runtime.config import ConfigError, load_settings, redacted
+from adl_stream.runtime.kafka import consumer_config
+
+BASE = """
+bootstrap_servers = "file:9092"
+group_id = "from-file"
+metrics_port = 9000
+[symbols.BTCUSDT]
+settle_asset = "USDT"
+lot_size = "0.001"
+[symbols.ETHUSDT]
+settle_asset = "USDT"
+fund_id = "USDT-ALT"
+[topics]
+fills = "prod.fills"
+[kafka]
+"sasl.password" = "hunter2"
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    def write(text=BASE):
+        path = tmp_path / "adl.toml"
+        path.write_text(text)
+        return path
+    return write
+
+
+def test_file_then_environment_then_flags(config):
+    env = {"ADL_GROUP_ID": "from-env", "ADL_METRICS_PORT": "9100", "ADL_TOPIC_MARK_PRICES": "prod.marks",
+           "ADL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "HOME": "/root"}
+    s = load_settings(config(), env=env, flags={"metrics_port": 9200, "log_format": None})
+    assert (s.bootstrap_servers, s.group_id, s.metrics_port) == ("file:9092", "from-env", 9200)
+    assert (s.topics.fills, s.topics.mark_prices, s.topics.balances) == ("prod.fills", "prod.marks", "balances")
+    assert s.symbols["BTCUSDT"].fund_id == "USDT" and s.symbols["BTCUSDT"].lot_size == D("0.001")
+    assert s.symbols["ETHUSDT"].fund_id == "USDT-ALT"
+    assert s.kafka == {"sasl.password": "hunter2", "security.protocol": "SASL_SSL"}
+    assert consumer_config(s)["security.protocol"] == "SASL_SSL"  # passes through to librdkafka
+
+
+def test_config_path_from_adl_config(config):
+    assert load_settings(None, env={"ADL_CONFIG": str(config())}).group_id == "from-file"
+
+
+def test_secrets_stay_out_of_repr_and_logs(config):
+    s = load_settings(config(), env={})
+    assert "hunter2" not in repr(s)
+    assert redacted(s.kafka) == {"sasl.password": "***"}
+
+
+@pytest.mark.parametrize(
+    "env, setting, words",
+    [
+        ({"ADL_METRICS_PORT": "nine"}, "metrics_port", "whole number"),
+        ({"ADL_METRICS_PORT": "70000"}, "metrics_port", "0 to 65535"),
+        ({"ADL_TRIGGER_POLICY": "yolo"}, "trigger_policy", "fund-exhausted, fund-floor"),
+        ({"ADL_FUND_FLOOR": "-1"}, "fund_floor", ">= 0"),
+        ({"ADL_FUND_FLOOR": "lots"}, "fund_floor", "decimal"),
+        ({"ADL_BATCH_SIZE": "0"}, "batch_size", "> 0"),
+        ({"ADL_BOOTSTRAP_SERVER": "x"}, "bootstrap_server", "unknown setting"),
+        ({"ADL_TOPIC_FILS": "x"}, "topics.fils", "unknown topic"),
+    ],
+)
+def test_invalid_settings_name_the_setting_and_the_source(config, env, setting, words):
+    with pytest.raises(ConfigError) as info:
+        load_settings(config(), env=env)
+    assert info.value.setting == setting
+    assert words in str(info.value)
+    assert "environment variable ADL_" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, setting, words",
+    [
+        ("fund_floor = 0.1\n" + BASE, "fund_floor", 'as a string ("0.1")'),
+        (BASE.replace('settle_asset = "USDT"\nlot_size', 'lot_size'), "symbols.BTCUSDT.settle_asset", "missing"),
+        (BASE.replace('lot_size = "0.001"', 'lot_size = "-1"'), "symbols.BTCUSDT.lot_size", "> 0"),
+        (BASE.replace('[symbols.BTCUSDT]', 'grup_id = "x"\n[symbols.BTCUSDT]'), "grup_id", "unknown setting"),
+        ("bootstrap_servers = 'x'\n", "symbols", "no symbol declared"),
+        ("not toml ===", "config", "not valid TOML"),
+    ],
+)
+def test_invalid_files_name_the_setting(config, text, setting, words):
+    with pytest.raises(ConfigError) as info:
+        load_settings(config(text), env={})
+    assert info.value.setting == setting
+    assert words in str(info.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml", env={})

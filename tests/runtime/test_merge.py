@@ -1,0 +1,43 @@
+from adl_stream.runtime.merge import EventTimeMerger
+
+PRIORITY = {"funds": 0, "fills": 3, "shortfalls": 4}
+
+
+def test_releases_by_event_time_then_topic_priority_never_reordering_a_partition():
+    m = EventTimeMerger(PRIORITY)
+    m.add("fills", 0, 0, 10, "fill@10")
+    m.add("fills", 0, 1, 5, "fill@5 (after fill@10 in its partition)")
+    m.add("shortfalls", 0, 0, 7, "shortfall@7")
+    m.add("funds", 0, 0, 7, "fund@7")
+    m.add("shortfalls", 1, 0, 7, "shortfall@7 p1")
+    assert list(m.release()) == [
+        "fund@7", "shortfall@7", "shortfall@7 p1", "fill@10", "fill@5 (after fill@10 in its partition)",
+    ]
+    assert len(m) == 0
+
+
+def test_waits_for_a_waited_partition_without_a_head():
+    m = EventTimeMerger(PRIORITY)
+    m.add("shortfalls", 0, 0, 50, "shortfall@50")
+    m.add("fills", 0, 0, 10, "fill@10")
+    released = m.release(waiting={("fills", 0)})
+    assert next(released) == "fill@10"
+    assert list(released) == []  # fills[0] is empty and waited for: the shortfall must not overtake
+    m.add("fills", 0, 1, 60, "fill@60")
+    assert list(m.release(waiting={("fills", 0)})) == ["shortfall@50", "fill@60"]
+
+
+def test_an_undecodable_record_keeps_its_place_in_the_partition():
+    m = EventTimeMerger(PRIORITY)
+    m.add("fills", 0, 0, 20, "fill@20")
+    m.add("fills", 0, 1, None, "garbage")
+    m.add("shortfalls", 0, 0, 30, "shortfall@30")
+    assert list(m.release()) == ["fill@20", "garbage", "shortfall@30"]
+
+
+def test_dropped_partitions_release_nothing():
+    m = EventTimeMerger(PRIORITY)
+    m.add("fills", 0, 0, 1, "a")
+    m.add("fills", 1, 0, 2, "b")
+    m.drop([("fills", 0)])
+    assert list(m.release()) == ["b"]
