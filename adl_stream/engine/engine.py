@@ -23,7 +23,7 @@ from . import validation
 from .dedup import SeenIds
 from .errors import Rejected
 from .funds import FundExhausted, FundLedger, TriggerPolicy
-from .numbers import EXACT, ZERO
+from .numbers import EXACT
 from .positions import PositionBook
 from .ranking import PnlLeverage, RankingPolicy
 from .records import (

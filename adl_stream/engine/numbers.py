@@ -1,6 +1,6 @@
 """Exact decimal arithmetic for money and quantities.
 
-Decision (see docs/arithmetic.md): the engine computes with :class:`decimal.Decimal` in a context
+Decision (README, "Exact arithmetic"): the engine computes with :class:`decimal.Decimal` in a context
 of 80 significant digits that *traps* ``Inexact``. Wire values are ``decimal(38, 18)``, so a
 product of two of them has at most 76 digits and every sum, difference and product the engine
 makes is exact; were one ever to round, the engine raises instead of silently losing money.

@@ -15,10 +15,9 @@ restores, the merge waits for it, so restored records are applied in the same or
 from __future__ import annotations
 
 import threading
-import time
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from ..engine import (
     BalanceUpdate,

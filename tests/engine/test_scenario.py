@@ -24,7 +24,7 @@ def run():
 def test_orders_match_the_hand_computed_queue(run):
     _, orders, _, _ = run
     assert [sc.order_summary(o) for o in orders] == [e[:6] for e in sc.EXPECTED_ORDERS]
-    for order, expected in zip(orders, sc.EXPECTED_ORDERS):
+    for order, expected in zip(orders, sc.EXPECTED_ORDERS, strict=True):
         assert order.score == pytest.approx(expected[6], abs=1e-6)
         assert order.bankrupt_account_id == ("B2" if order.shortfall_event_id == "E3" else "B")
 
