@@ -85,6 +85,13 @@ class Engine:
             ranking=ranking or PnlLeverage(),
             reservation_timeout_ms=reservation_timeout_ms,
         )
+        self._handlers = {
+            Fill: self._fill,
+            MarkPrice: self._mark,
+            BalanceUpdate: self._balance,
+            FundFlow: self._flow,
+            LiquidationShortfall: self._shortfall,
+        }
 
     @property
     def policy(self) -> str:
@@ -93,18 +100,11 @@ class Engine:
     # -- entry point -------------------------------------------------------------------------
 
     def apply(self, record: InputRecord) -> Outcome:
+        handler = self._handlers.get(type(record))
+        if handler is None:
+            raise TypeError(f"not an input record: {type(record).__name__}")
         with decimal.localcontext(EXACT):
-            if isinstance(record, Fill):
-                return self._fill(record)
-            if isinstance(record, MarkPrice):
-                return self._mark(record)
-            if isinstance(record, LiquidationShortfall):
-                return self._shortfall(record)
-            if isinstance(record, BalanceUpdate):
-                return self._balance(record)
-            if isinstance(record, FundFlow):
-                return self._flow(record)
-        raise TypeError(f"not an input record: {type(record).__name__}")
+            return handler(record)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -118,13 +118,17 @@ class Engine:
         A position whose symbol has no mark yet is valued at its entry price (upnl 0).
         """
         with decimal.localcontext(EXACT):
-            equity = self.wallets.balance(account_id, asset)
-            for position in self.book.of_account(account_id):
-                if self.symbols[position.symbol].settle_asset == asset:
-                    mark = self.mark(position.symbol)
-                    if mark is not None:
-                        equity += position.upnl(mark)
-            return equity
+            return self._equity(account_id, asset)
+
+    def _equity(self, account_id: str, asset: str) -> Decimal:
+        """:meth:`equity` in the caller's (the engine's) context."""
+        equity = self.wallets.balance(account_id, asset)
+        for position in self.book.of_account(account_id):
+            if self.symbols[position.symbol].settle_asset == asset:
+                mark = self.mark(position.symbol)
+                if mark is not None:
+                    equity += position.upnl(mark)
+        return equity
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class Engine:
         self._advance(shortfall.ts, outcome)
         # decide() checks the bankrupt position before it changes anything.
         orders, decision = decide(
-            shortfall, spec, mark, lambda account: self.equity(account, asset), self._shortfalls
+            shortfall, spec, mark, lambda account: self._equity(account, asset), self._shortfalls
         )
         self.seen.add(shortfall.event_id, shortfall.ts)
         outcome.orders, outcome.decision = orders, decision
