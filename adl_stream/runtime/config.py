@@ -67,6 +67,8 @@ class Settings:
     dedup_window_ms: int = 86_400_000
     batch_size: int = 5_000
     poll_timeout_ms: int = 100
+    max_idle_ms: int = 100
+    """How long an empty input partition holds back the others (deterministic order vs latency)."""
     startup_timeout_s: int = 30
     log_format: str = "auto"
     log_level: str = "info"
@@ -89,6 +91,7 @@ _CHOICES = {
     "log_format": LOG_FORMATS,
     "log_level": LOG_LEVELS,
 }
+_NON_NEGATIVE = ("max_idle_ms",)
 _POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "batch_size", "poll_timeout_ms", "startup_timeout_s")
 
 
@@ -203,6 +206,8 @@ def load_settings(
             raise ConfigError(key, source, f"{value!r} is not one of {', '.join(_CHOICES[key])}")
         if key in _POSITIVE and value <= 0:
             raise ConfigError(key, source, "must be > 0")
+        if key in _NON_NEGATIVE and value < 0:
+            raise ConfigError(key, source, "must be >= 0")
         if key == "metrics_port" and not 0 <= value <= 65535:
             raise ConfigError(key, source, "must be a TCP port, 0 to 65535")
         if key == "fund_floor" and value < 0:

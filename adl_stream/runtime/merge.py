@@ -6,12 +6,16 @@ has the smallest ``(event time, topic priority, partition, offset)`` — never r
 one partition (as Kafka Streams picks among a task's partitions). A partition listed as *waited
 for* must have a buffered head before anything is released, so that a partition still being
 fetched cannot be overtaken: the restore uses this to re-apply records in the same order on every
-run. Live processing merges what is buffered.
+run. Live, an assigned partition with an empty buffer is waited for until it has been empty for
+``max_idle_ms`` (Kafka Streams' ``max.task.idle.ms``): data already on the broker is fetched well
+within that, so the order does not depend on fetch timing; a partition that is really idle holds
+the others back by at most ``max_idle_ms`` after it drained.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from collections.abc import Iterator, Set
 from typing import Any
@@ -20,10 +24,20 @@ PartitionKey = tuple[str, int]
 
 
 class EventTimeMerger:
-    def __init__(self, topic_priority: dict[str, int]) -> None:
+    def __init__(self, topic_priority: dict[str, int], max_idle_ms: int = 0, clock=time.monotonic) -> None:
         self._priority = topic_priority
+        self._max_idle_s = max_idle_ms / 1000
+        self._clock = clock
         self._buffers: dict[PartitionKey, deque[tuple[tuple, Any]]] = {}
         self._last_ts: dict[PartitionKey, int] = {}
+        self._empty_since: dict[PartitionKey, float] = {}  # assigned partitions with an empty buffer
+
+    def assign(self, keys) -> None:
+        """Partitions whose buffers must be waited for (until idle) before releasing others."""
+        now = self._clock()
+        for key in keys:
+            if not self._buffers.get(key):
+                self._empty_since.setdefault(key, now)
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._buffers.values())
@@ -39,23 +53,31 @@ class EventTimeMerger:
             ts = self._last_ts.get(key, -1)
         self._last_ts[key] = ts
         self._buffers.setdefault(key, deque()).append(((ts, self._priority[topic], partition, offset), item))
+        self._empty_since.pop(key, None)
 
     def drop(self, keys) -> None:
         """Forget the buffers of revoked partitions."""
         for key in keys:
             self._buffers.pop(key, None)
+            self._empty_since.pop(key, None)
 
     def release(self, waiting: Set[PartitionKey] = frozenset()) -> Iterator[Any]:
-        """Yield buffered items in merged order while every ``waiting`` partition has a head."""
-        buffers = self._buffers
+        """Yield buffered items in merged order while every ``waiting`` partition has a head and
+        every other assigned partition has a head or has been empty for ``max_idle_ms``."""
+        buffers, empty_since = self._buffers, self._empty_since
+        now = self._clock()
         heads = [(buffer[0][0], key) for key, buffer in buffers.items() if buffer]
         heapq.heapify(heads)
         while heads:
             if any(not buffers.get(key) for key in waiting):
+                return
+            if any(now - since < self._max_idle_s for since in empty_since.values()):
                 return
             _, key = heapq.heappop(heads)
             buffer = buffers[key]
             _, item = buffer.popleft()
             if buffer:
                 heapq.heappush(heads, (buffer[0][0], key))
+            else:
+                empty_since[key] = now
             yield item

@@ -67,7 +67,7 @@ class Processor:
         }
         # Same event time: funds and wallets first, then marks and fills, shortfalls last.
         self._merger = EventTimeMerger({t.insurance_fund: 0, t.balances: 1, t.mark_prices: 2, t.fills: 3,
-                                        t.liquidation_shortfalls: 4})
+                                        t.liquidation_shortfalls: 4}, settings.max_idle_ms)
         self._restored: set[tuple[str, int]] = set()  # partitions whose state this process has rebuilt
         self._resume: dict[tuple[str, int], int] = {}  # partitions restoring: their committed offset
         self._live_from: dict[tuple[str, int], int] = {}  # below this offset, apply without output
@@ -132,6 +132,7 @@ class Processor:
             tp.offset = OFFSET_BEGINNING
         consumer.assign(committed)
         self._assigned = committed
+        self._merger.assign((tp.topic, tp.partition) for tp in committed)
         log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in committed],
                  restoring=len(self._resume))
         self._update_readiness(self._restoring())

@@ -41,3 +41,28 @@ def test_dropped_partitions_release_nothing():
     m.add("fills", 1, 0, 2, "b")
     m.drop([("fills", 0)])
     assert list(m.release()) == ["b"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_an_empty_assigned_partition_holds_the_others_until_idle():
+    clock = Clock()
+    m = EventTimeMerger(PRIORITY, max_idle_ms=100, clock=clock)
+    m.assign([("fills", 0), ("shortfalls", 0)])
+    m.add("shortfalls", 0, 0, 50, "shortfall@50")
+    assert list(m.release()) == []  # fills[0] may still bring something older
+    clock.now = 0.05
+    m.add("fills", 0, 0, 40, "fill@40")
+    assert list(m.release()) == ["fill@40"]  # fills[0] drained again: it may still bring fill@45
+    clock.now = 0.10
+    assert list(m.release()) == []
+    clock.now = 0.15
+    assert list(m.release()) == ["shortfall@50"]
+    m.add("shortfalls", 0, 1, 90, "shortfall@90")
+    assert list(m.release()) == ["shortfall@90"]  # fills[0] idle for 100 ms: no longer waited for
