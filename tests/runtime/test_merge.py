@@ -62,7 +62,7 @@ def test_an_empty_assigned_partition_holds_the_others_until_idle():
     assert list(m.release()) == ["fill@40"]  # fills[0] drained again: it may still bring fill@45
     clock.now = 0.10
     assert list(m.release()) == []
-    clock.now = 0.15
+    clock.now = 0.16
     assert list(m.release()) == ["shortfall@50"]
     m.add("shortfalls", 0, 1, 90, "shortfall@90")
     assert list(m.release()) == ["shortfall@90"]  # fills[0] idle for 100 ms: no longer waited for
