@@ -57,6 +57,11 @@ class Topics:
 class Settings:
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "adl-stream"
+    processing_guarantee: str = "exactly-once"
+    """exactly-once (Kafka transactions) or at-least-once."""
+    instance_id: str = "0"
+    """Stable and unique per instance (e.g. a StatefulSet ordinal): the transactional id is
+    ``<group_id>-<instance_id>``, so a restarted instance fences its zombie."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464
     """0 picks a free port (logged at start)."""
@@ -76,6 +81,14 @@ class Settings:
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.group_id}-{self.instance_id}"
+
     def trigger(self) -> TriggerPolicy:
         return FundFloor(self.fund_floor) if self.trigger_policy == "fund-floor" else FundExhausted()
 
@@ -85,7 +98,9 @@ class Settings:
 
 _SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka")}
 _TOPIC_NAMES = tuple(f.name for f in fields(Topics))
+PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
 _CHOICES = {
+    "processing_guarantee": PROCESSING_GUARANTEES,
     "trigger_policy": TRIGGER_POLICIES,
     "ranking_policy": tuple(RANKING_POLICIES),
     "log_format": LOG_FORMATS,

@@ -32,7 +32,10 @@ def consumer_config(settings: Settings) -> dict:
 
 
 def producer_config(settings: Settings) -> dict:
-    return _with_passthrough(settings, {"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    defaults = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    if settings.exactly_once:
+        defaults["transactional.id"] = settings.transactional_id
+    return _with_passthrough(settings, defaults)
 
 
 class _TopicsNotReady(Exception):

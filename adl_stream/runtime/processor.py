@@ -30,7 +30,7 @@ from ..engine import (
     Rejected,
 )
 from ..wire import Codec
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, DeliveryFailed, Fenced
 from .config import Settings, redacted
 from .kafka import check_topics, consumer_config, producer_config
 from .merge import EventTimeMerger
@@ -38,7 +38,7 @@ from .metrics import HealthServer, ProcessorMetrics
 
 log = structlog.get_logger("adl_stream.processor")
 
-EXIT_OK, EXIT_FATAL = 0, 1
+EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
 
 
 class FatalError(RuntimeError):
@@ -88,13 +88,20 @@ class Processor:
         log.info("metrics_serving", port=self.health.port, partitions=partitions)
         self.consumer = Consumer(consumer_config(s))
         producer = Producer(producer_config(s))
-        self.checkpoint = Checkpoint(producer, self.consumer)
+        if s.exactly_once:
+            producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
+        self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once)
         self.consumer.subscribe(list(s.topics.inputs()), on_assign=self._on_assign, on_revoke=self._on_revoke)
         code = EXIT_OK
         try:
             while not stop.is_set():
                 self._step()
-        except FatalError as exc:
+        except Fenced as exc:
+            log.error("fenced", error=str(exc), transactional_id=s.transactional_id,
+                      hint="another instance runs with this group_id and instance_id; this one stops "
+                      "without producing")
+            code = EXIT_FENCED
+        except (FatalError, DeliveryFailed) as exc:
             log.error("fatal", error=str(exc), hint="offsets of the failed batch were not committed; "
                       "a restart processes it again")
             code = EXIT_FATAL
@@ -104,6 +111,8 @@ class Processor:
         finally:
             if code == EXIT_OK:
                 self.checkpoint.commit()
+            else:
+                self.checkpoint.abort()
             self.consumer.close()
             producer.flush(10)
             self.health.set_ready(False)
@@ -203,13 +212,13 @@ class Processor:
         except Rejected as rejected:
             if live:
                 self._dead_letter(message, rejected)
-            self.checkpoint.processed(topic, partition, offset)
+                self.checkpoint.processed(topic, partition, offset)
             return
-        if live:
-            self.metrics.events.labels(topic).inc()
-            self._emit(topic, outcome)
-        else:
+        if not live:  # restore: already committed; its offset must never move the commit back
             self.metrics.restored.labels(topic).inc()
+            return
+        self.metrics.events.labels(topic).inc()
+        self._emit(topic, outcome)
         self.checkpoint.processed(topic, partition, offset)
 
     def _emit(self, topic: str, outcome: Outcome) -> None:
