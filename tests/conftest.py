@@ -86,6 +86,19 @@ def settings(broker) -> Settings:
     )
 
 
+def write_config(settings: Settings, path, **extra) -> str:
+    """A TOML settings file for ``adl-stream run`` equal to ``settings`` (plus ``extra`` settings)."""
+    lines = [f"bootstrap_servers = {settings.bootstrap_servers!r}", f"group_id = {settings.group_id!r}",
+             'metrics_host = "127.0.0.1"', f"poll_timeout_ms = {settings.poll_timeout_ms}"]
+    lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in extra.items()]
+    for name, spec in settings.symbols.items():
+        lines += [f"[symbols.{name}]", f"settle_asset = {spec.settle_asset!r}", f"fund_id = {spec.fund_id!r}"]
+    lines += ["[topics]", *(f"{k} = {v!r}" for k, v in settings.topics.__dict__.items())]
+    lines += ["[kafka]", *(f'"{k}" = {v!r}' for k, v in settings.kafka.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 class Feed:
     """Produces engine records to the topics of ``settings``, keyed as SPEC §2 says."""
 
@@ -122,9 +135,10 @@ class Feed:
         return message.partition(), message.offset()
 
 
-def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5):
-    """Every message of ``topic`` (read_committed), waiting for at least ``expect`` of them, then
-    ``settle`` seconds more to catch any extra one."""
+def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5,
+               identity=None):
+    """Every message of ``topic`` (read_committed), waiting for at least ``expect`` of them (of
+    distinct ``identity(message)`` when given), then ``settle`` seconds more to catch any extra."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
@@ -133,7 +147,7 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.
         while time.monotonic() < deadline:
             batch = consumer.consume(1000, 0.1)
             messages += [m for m in batch if m.error() is None]
-            if len(messages) >= expect:
+            if len({identity(m) for m in messages} if identity else messages) >= expect:
                 settled_at = settled_at or time.monotonic() + settle
                 if time.monotonic() >= settled_at:
                     break

@@ -71,6 +71,7 @@ class Settings:
     reservation_timeout_ms: int = 60_000
     dedup_window_ms: int = 86_400_000
     batch_size: int = 5_000
+    """Most input records per consume call and per transaction."""
     poll_timeout_ms: int = 100
     max_idle_ms: int = 100
     """How long an empty input partition holds back the others (deterministic order vs latency)."""

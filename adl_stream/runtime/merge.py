@@ -6,10 +6,11 @@ has the smallest ``(event time, topic priority, partition, offset)`` — never r
 one partition (as Kafka Streams picks among a task's partitions). A partition listed as *waited
 for* must have a buffered head before anything is released, so that a partition still being
 fetched cannot be overtaken: the restore uses this to re-apply records in the same order on every
-run. Live, an assigned partition with an empty buffer is waited for until it has been empty for
-``max_idle_ms`` (Kafka Streams' ``max.task.idle.ms``): data already on the broker is fetched well
-within that, so the order does not depend on fetch timing; a partition that is really idle holds
-the others back by at most ``max_idle_ms`` after it drained.
+run. Live, an assigned partition with an empty buffer that is not known to be caught up (its
+position below the high watermark of the last fetch, or no fetch yet) is waited for until it has
+been empty for ``max_idle_ms`` (Kafka Streams' ``max.task.idle.ms``, KIP-695): data already on the
+broker is fetched well within that, so the order does not depend on fetch timing, while a caught-up
+partition holds nothing back.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class EventTimeMerger:
     def __len__(self) -> int:
         return sum(len(b) for b in self._buffers.values())
 
+    def empty(self) -> list[PartitionKey]:
+        """Assigned partitions with nothing buffered."""
+        return list(self._empty_since)
+
     def buffered(self, key: PartitionKey) -> int:
         buffer = self._buffers.get(key)
         return len(buffer) if buffer else 0
@@ -61,9 +66,11 @@ class EventTimeMerger:
             self._buffers.pop(key, None)
             self._empty_since.pop(key, None)
 
-    def release(self, waiting: Set[PartitionKey] = frozenset()) -> Iterator[Any]:
+    def release(self, waiting: Set[PartitionKey] = frozenset(),
+                caught_up: Set[PartitionKey] = frozenset()) -> Iterator[Any]:
         """Yield buffered items in merged order while every ``waiting`` partition has a head and
-        every other assigned partition has a head or has been empty for ``max_idle_ms``."""
+        every other assigned partition has a head, is ``caught_up``, or has been empty for
+        ``max_idle_ms``."""
         buffers, empty_since = self._buffers, self._empty_since
         now = self._clock()
         heads = [(buffer[0][0], key) for key, buffer in buffers.items() if buffer]
@@ -71,7 +78,7 @@ class EventTimeMerger:
         while heads:
             if any(not buffers.get(key) for key in waiting):
                 return
-            if any(now - since < self._max_idle_s for since in empty_since.values()):
+            if any(now - since < self._max_idle_s for key, since in empty_since.items() if key not in caught_up):
                 return
             _, key = heapq.heappop(heads)
             buffer = buffers[key]

@@ -147,7 +147,7 @@ class Processor:
         self._update_readiness(self._restoring())
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drain(frozenset())  # what was consumed is applied and committed before letting go
+        self._drain(frozenset(), self._caught_up())  # consumed records are applied and committed first
         self.checkpoint.commit()
         self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         self._assigned = []
@@ -187,19 +187,35 @@ class Processor:
                 record = rejected
             self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None), (message, record))
         waiting = self._restoring()
-        if self._drain(waiting):
+        caught_up = self._caught_up()
+        while self._drain(waiting, caught_up, self.settings.batch_size):  # one transaction per batch_size records
             self.checkpoint.commit()
             for fund_id, balance in self.engine.funds.balances().items():
                 self.metrics.fund_balance.labels(fund_id).set(float(balance))
         if self._resume or not self.health.ready:
             self._update_readiness(waiting)
 
-    def _drain(self, waiting: frozenset[tuple[str, int]]) -> int:
-        """Apply what the merge releases; return how many records that was."""
+    def _caught_up(self) -> frozenset[tuple[str, int]]:
+        """Empty partitions whose position reached the high watermark of their last fetch."""
+        empty = [TopicPartition(t, p) for t, p in self._merger.empty()]
+        if not empty:
+            return frozenset()
+        caught_up = set()
+        for tp in self.consumer.position(empty):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and (tp.offset >= high or (high == 0 and tp.offset < 0)):
+                caught_up.add((tp.topic, tp.partition))
+        return frozenset(caught_up)
+
+    def _drain(self, waiting: frozenset[tuple[str, int]], caught_up: frozenset[tuple[str, int]] = frozenset(),
+               limit: int | None = None) -> int:
+        """Apply what the merge releases, up to ``limit`` records; return how many that was."""
         count = 0
-        for message, record in self._merger.release(waiting):
+        for message, record in self._merger.release(waiting, caught_up):
             self._process(message, record)
             count += 1
+            if count == limit:
+                break
         return count
 
     def _process(self, message, record) -> None:

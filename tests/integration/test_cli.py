@@ -7,13 +7,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import pytest
 
 from adl_stream.engine import ShortfallDecision
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import FAST_GROUP, Feed, _free_port, read_topic, wait_for
+from tests.conftest import Feed, _free_port, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +31,13 @@ def http(port: int, path: str) -> tuple[int, str]:
 
 def test_run_subprocess_serves_probes_and_metrics_logs_json_and_stops_on_sigterm(settings, tmp_path):
     port = _free_port()
-    topics = "\n".join(f'{k} = "{v}"' for k, v in settings.topics.__dict__.items())
-    kafka = "\n".join(f'"{k}" = "{v}"' for k, v in FAST_GROUP.items())
-    config = tmp_path / "adl.toml"
-    config.write_text(
-        f'group_id = "{settings.group_id}"\nmetrics_host = "127.0.0.1"\npoll_timeout_ms = 50\n'
-        f'[symbols.BTCUSDT]\nsettle_asset = "USDT"\n[symbols.ETHUSDT]\nsettle_asset = "USDT"\nfund_id = "USDT-ALT"\n'
-        f"[topics]\n{topics}\n[kafka]\n{kafka}\n\"sasl.password\" = \"do-not-log-me\"\n"
-        '"security.protocol" = "PLAINTEXT"\n'
+    config = write_config(
+        replace(settings, kafka={**settings.kafka, "sasl.password": "do-not-log-me", "security.protocol": "PLAINTEXT"}),
+        tmp_path / "adl.toml",
     )
     env = {**os.environ, "ADL_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "ADL_METRICS_PORT": str(port)}
     log = open(tmp_path / "stderr.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", str(config),
+    process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config,
                                 "--log-format", "json"], env=env, stderr=log, stdout=log)
     try:
         wait_for(lambda: http(port, "/healthz")[0] == 200, 30, "/healthz")
