@@ -122,7 +122,7 @@ class Feed:
     def send(self, *records) -> None:
         for record in records:
             topic, key = self.route(record)
-            self.producer.produce(topic, self.codec.encode(record), key)
+            self.producer.produce(topic, self.codec.encode(record), key, timestamp=record.ts)
         self.producer.flush(10)
 
     def send_raw(self, topic: str, key: str, value: bytes) -> tuple[int, int]:

@@ -46,7 +46,15 @@ class FatalError(RuntimeError):
 
 
 class Processor:
-    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None, codec: Codec | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None, codec: Codec | None = None,
+                 start_at=None, until_caught_up: bool = False, dry_run=None) -> None:
+        """``start_at(consumer, partitions) -> {(topic, partition): offset}`` sets where output
+        starts for partitions the group has no committed offset for (replay); ``until_caught_up``
+        stops once every input is consumed; ``dry_run`` is a text stream that receives the outputs
+        as JSON lines instead of Kafka (no producer, no commits)."""
+        self._start_at = start_at
+        self._until_caught_up = until_caught_up
+        self._dry_run = dry_run
         self.settings = settings
         self.metrics = metrics or ProcessorMetrics()
         self.codec = codec or Codec()
@@ -87,15 +95,25 @@ class Processor:
         self.health = HealthServer(self.metrics, s.metrics_host, s.metrics_port).start()
         log.info("metrics_serving", port=self.health.port, partitions=partitions)
         self.consumer = Consumer(consumer_config(s))
-        producer = Producer(producer_config(s))
-        if s.exactly_once:
-            producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
-        self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once)
+        if self._dry_run is not None:
+            from .replay import PrintingCheckpoint
+
+            producer = None
+            self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
+        else:
+            producer = Producer(producer_config(s))
+            if s.exactly_once:
+                producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
+            self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once)
         self.consumer.subscribe(list(s.topics.inputs()), on_assign=self._on_assign, on_revoke=self._on_revoke)
         code = EXIT_OK
         try:
             while not stop.is_set():
                 self._step()
+                if self._until_caught_up and self._caught_up_everywhere():
+                    log.info("caught_up", restored=self._counted(self.metrics.restored),
+                             processed=self._counted(self.metrics.events))
+                    break
         except Fenced as exc:
             log.error("fenced", error=str(exc), transactional_id=s.transactional_id,
                       hint="another instance runs with this group_id and instance_id; this one stops "
@@ -114,7 +132,8 @@ class Processor:
             else:
                 self.checkpoint.abort()
             self.consumer.close()
-            producer.flush(10)
+            if producer is not None:
+                producer.flush(10)
             self.health.set_ready(False)
             self.health.stop()
             log.info("stopped", exit_code=code)
@@ -122,6 +141,7 @@ class Processor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
+        starts = self._start_at(consumer, committed) if self._start_at else {}
         for tp in committed:
             key = (tp.topic, tp.partition)
             if key in self._restored:
@@ -129,13 +149,14 @@ class Processor:
             # Not yet rebuilt (first assignment, or revoked before its restore finished): read the
             # partition from its start; below the committed offset, apply without output.
             self._resume.pop(key, None)
-            self._live_from[key] = max(tp.offset, 0)
-            if tp.offset > 0:
+            offset = tp.offset if tp.offset >= 0 else starts.get(key, 0)  # a resumed replay keeps its commits
+            self._live_from[key] = offset
+            if offset > 0:
                 low, _ = consumer.get_watermark_offsets(tp, timeout=10)
                 if low > 0:
                     log.warning("restore_incomplete", topic=tp.topic, partition=tp.partition, low_watermark=low,
                                 hint="retention removed the start of the topic; state before it is lost")
-                self._resume[key] = tp.offset
+                self._resume[key] = offset
             else:
                 self._restored.add(key)  # nothing committed: nothing to rebuild
             tp.offset = OFFSET_BEGINNING
@@ -206,6 +227,16 @@ class Processor:
             if high >= 0 and (tp.offset >= high or (high == 0 and tp.offset < 0)):
                 caught_up.add((tp.topic, tp.partition))
         return frozenset(caught_up)
+
+    def _caught_up_everywhere(self) -> bool:
+        """Every assigned partition restored, consumed to its last fetched high watermark, applied."""
+        if not self._assigned or self._resume or len(self._merger):
+            return False
+        return len(self._caught_up()) == len(self._assigned)
+
+    @staticmethod
+    def _counted(counter) -> int:
+        return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
 
     def _drain(self, waiting: frozenset[tuple[str, int]], caught_up: frozenset[tuple[str, int]] = frozenset(),
                limit: int | None = None) -> int:
