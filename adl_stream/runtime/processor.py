@@ -1,9 +1,10 @@
 """``adl-stream run``: the consume -> decode -> apply -> produce -> commit loop.
 
 The engine is the only place that computes; this module moves bytes. Each consumed batch is
-decoded, merged across partitions in event-time order (:mod:`.merge`), applied, its outputs
-produced, and the :class:`Checkpoint` commits the offsets once every output is acknowledged
-(at-least-once).
+decoded and merged across partitions in event-time order (:mod:`.merge`); every ``batch_size``
+records released are applied, their outputs produced, and the :class:`Checkpoint` commits outputs
+and input offsets together (a Kafka transaction; or, at-least-once, offsets after acknowledged
+outputs).
 
 State is rebuilt from the input topics: the first time this process is assigned a partition it
 reads it from the beginning, re-applying the records below the group's committed offset to the
