@@ -27,7 +27,9 @@ class Fenced(DeliveryFailed):
 
 class Checkpoint:
     def __init__(self, producer: Producer, consumer: Consumer, transactional: bool = False,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, transactions=None) -> None:
+        """``transactions``: a counter with a ``result`` label (committed, aborted), if any."""
+        self._transactions = transactions
         self._producer = producer
         self._consumer = consumer
         self._transactional = transactional
@@ -73,6 +75,8 @@ class Checkpoint:
             self._guard(self._producer.commit_transaction, self._timeout_s)
             self._in_transaction = False
             self.committed_transactions += 1
+            if self._transactions is not None:
+                self._transactions.labels("committed").inc()
         else:
             remaining = self._producer.flush(self._timeout_s)
             if remaining:
@@ -92,6 +96,8 @@ class Checkpoint:
         self.pending = 0
         if self._in_transaction:
             self._in_transaction = False
+            if self._transactions is not None:
+                self._transactions.labels("aborted").inc()
             try:
                 self._producer.abort_transaction(10)
             except KafkaException:

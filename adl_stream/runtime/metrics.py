@@ -29,6 +29,8 @@ class ProcessorMetrics:
         self.duplicates = Counter("adl_duplicate_events", "Input records ignored as repeated ids.", ["topic"], registry=r)
         self.restored = Counter("adl_restore_events", "Input records re-applied to rebuild state at start.", ["topic"], registry=r)
         self.ready = Gauge("adl_ready", "1 when state is restored and partitions are assigned.", registry=r)
+        self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last state restore.", registry=r)
+        self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})
 
 

@@ -16,6 +16,7 @@ restores, the merge waits for it, so restored records are applied in the same or
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -80,6 +81,7 @@ class Processor:
         self._restored: set[tuple[str, int]] = set()  # partitions whose state this process has rebuilt
         self._resume: dict[tuple[str, int], int] = {}  # partitions restoring: their committed offset
         self._live_from: dict[tuple[str, int], int] = {}  # below this offset, apply without output
+        self._restore_started: float | None = None
         self._assigned: list[TopicPartition] = []
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None
@@ -105,7 +107,8 @@ class Processor:
             producer = Producer(producer_config(s))
             if s.exactly_once:
                 producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
-            self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once)
+            self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
+                                         transactions=self.metrics.transactions)
         self.consumer.subscribe(list(s.topics.inputs()), on_assign=self._on_assign, on_revoke=self._on_revoke)
         code = EXIT_OK
         try:
@@ -161,6 +164,8 @@ class Processor:
             else:
                 self._restored.add(key)  # nothing committed: nothing to rebuild
             tp.offset = OFFSET_BEGINNING
+        if self._resume and self._restore_started is None:
+            self._restore_started = time.monotonic()
         consumer.assign(committed)
         self._assigned = committed
         self._merger.assign((tp.topic, tp.partition) for tp in committed)
@@ -188,6 +193,10 @@ class Processor:
             del self._resume[key]  # fetched past the committed offset and all of it applied
             self._restored.add(key)
             log.info("partition_restored", topic=key[0], partition=key[1], offset=self._live_from[key])
+        if not self._resume and self._restore_started is not None:
+            duration, self._restore_started = time.monotonic() - self._restore_started, None
+            self.metrics.restore_duration.set(duration)
+            log.info("restore_completed", duration_s=round(duration, 3), records=self._counted(self.metrics.restored))
         self.health.set_ready(bool(self._assigned) and not self._resume)
 
     # -- the loop ------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def test_hand_computed_scenario_order_by_order(settings, start_processor):
     assert metric(p, "adl_unfilled_quantity_total", symbol="BTCUSDT") == 3
     assert metric(p, "adl_duplicate_events_total", topic=settings.topics.liquidation_shortfalls) == 1
     assert metric(p, "adl_insurance_fund_balance", fund_id="USDT") == 600
+    assert metric(p, "adl_transactions_total", result="committed") >= len(STAGES)  # one or more per stage
+    assert metric(p, "adl_transactions_total", result="aborted") == 0
     assert metric(p, "adl_events_processed_total", topic=settings.topics.fills) == len(
         [r for r in sc.STREAM if isinstance(r, sc.Fill)])
     assert running.close() == 0
@@ -105,6 +107,8 @@ def test_restart_rebuilds_state_from_the_inputs_without_emitting_again(settings,
     second = start_processor(settings)  # same group: committed offsets say where live starts
     assert second.processor.engine.snapshot() == before
     assert metric(second.processor, "adl_events_processed_total") == 0
+    assert metric(second.processor, "adl_restore_events_total") == len(sc.STREAM)
+    assert metric(second.processor, "adl_restore_duration_seconds") > 0
     # New input after the restart is decided on the restored state. At 70 s E3's restored
     # reservations (until 66 s) have expired; B still holds 3 long. S1 is now short 2 at entry 120
     # with wallet 150 (100 + 50 realized by E2:2): upnl 60, pnl 0.25, leverage 180/210 -> 0.214,
