@@ -30,7 +30,7 @@ def _processor_command(args: argparse.Namespace, make_processor) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         return make_processor(settings).run(stop)
-    except (StartupError, ValueError) as exc:
+    except StartupError as exc:
         structlog.get_logger("adl_stream").error("startup_failed", error=str(exc))
         return EXIT_USAGE
 

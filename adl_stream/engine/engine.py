@@ -95,7 +95,7 @@ class Engine:
 
     @property
     def policy(self) -> str:
-        return f"{self._shortfalls.trigger.name}/{self._shortfalls.ranking.name}"
+        return self._shortfalls.policy
 
     # -- entry point -------------------------------------------------------------------------
 

@@ -43,6 +43,11 @@ class ShortfallContext:
     ranking: RankingPolicy
     reservation_timeout_ms: int
 
+    @property
+    def policy(self) -> str:
+        """``<trigger>/<ranking>``, as recorded in every decision."""
+        return f"{self.trigger.name}/{self.ranking.name}"
+
 
 def order_id(event_id: str, rank: int) -> str:
     """Deterministic ADL order id: the same shortfall and queue place always give the same id."""
@@ -73,7 +78,7 @@ def decide(
 
     fund_id = spec.fund_id
     balance = ctx.funds.balance(fund_id)
-    policy = f"{ctx.trigger.name}/{ctx.ranking.name}"
+    policy = ctx.policy
 
     def decision(outcome: str, covered: Decimal, adl: Decimal, unfilled: Decimal, orders: list[AdlOrder], after: Decimal):
         return ShortfallDecision(

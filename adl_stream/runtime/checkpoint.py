@@ -38,7 +38,6 @@ class Checkpoint:
         self._offsets: dict[tuple[str, int], int] = {}
         self._errors: list[KafkaError] = []
         self.pending = 0
-        self.committed_transactions = 0
 
     def _on_delivery(self, error: KafkaError | None, _msg) -> None:
         if error is not None:
@@ -74,7 +73,6 @@ class Checkpoint:
                         self._consumer.consumer_group_metadata(), self._timeout_s)
             self._guard(self._producer.commit_transaction, self._timeout_s)
             self._in_transaction = False
-            self.committed_transactions += 1
             if self._transactions is not None:
                 self._transactions.labels("committed").inc()
         else:
@@ -109,7 +107,10 @@ class Checkpoint:
             return call(*args)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED or (
+            # Fenced during a call: _FENCED / PRODUCER_FENCED. Fenced earlier, in the background:
+            # librdkafka raises _FATAL naming the fencing in its message, and confluent-kafka does
+            # not expose the underlying code, so the message is the only place that says it.
+            if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED) or (
                 error.fatal() and "fenced" in error.str().lower()
             ):
                 self._in_transaction = False

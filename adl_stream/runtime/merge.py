@@ -71,20 +71,25 @@ class EventTimeMerger:
         """Yield buffered items in merged order while every ``waiting`` partition has a head and
         every other assigned partition has a head, is ``caught_up``, or has been empty for
         ``max_idle_ms``."""
-        buffers, empty_since = self._buffers, self._empty_since
+        buffers, empty_since, max_idle_s = self._buffers, self._empty_since, self._max_idle_s
         now = self._clock()
+        if any(not buffers.get(key) for key in waiting):
+            return
+        if any(now - since < max_idle_s for key, since in empty_since.items() if key not in caught_up):
+            return
         heads = [(buffer[0][0], key) for key, buffer in buffers.items() if buffer]
         heapq.heapify(heads)
         while heads:
-            if any(not buffers.get(key) for key in waiting):
-                return
-            if any(now - since < self._max_idle_s for key, since in empty_since.items() if key not in caught_up):
-                return
             _, key = heapq.heappop(heads)
             buffer = buffers[key]
             _, item = buffer.popleft()
-            if buffer:
-                heapq.heappush(heads, (buffer[0][0], key))
-            else:
+            drained = not buffer
+            if drained:
                 empty_since[key] = now
+            else:
+                heapq.heappush(heads, (buffer[0][0], key))
             yield item
+            # Only the partition just drained can stop the merge: it is waited for, or it may still
+            # bring an older record (not caught up) and has been empty for 0 ms < max_idle_ms.
+            if drained and (key in waiting or (max_idle_s > 0 and key not in caught_up)):
+                return

@@ -37,6 +37,7 @@ from .config import Settings, redacted
 from .kafka import check_topics, consumer_config, producer_config
 from .merge import EventTimeMerger
 from .metrics import HealthServer, ProcessorMetrics
+from .replay import PrintingCheckpoint
 
 log = structlog.get_logger("adl_stream.processor")
 
@@ -99,8 +100,6 @@ class Processor:
         log.info("metrics_serving", port=self.health.port, partitions=partitions)
         self.consumer = Consumer(consumer_config(s))
         if self._dry_run is not None:
-            from .replay import PrintingCheckpoint
-
             producer = None
             self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from decimal import Decimal
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -80,14 +79,6 @@ def create_output_topics(settings: Settings) -> None:
         future.result(timeout=30)
 
 
-def _plain(value):
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
 class PrintingCheckpoint:
     """The commit boundary of a dry run: outputs become JSON lines on a stream; nothing commits."""
 
@@ -101,11 +92,10 @@ class PrintingCheckpoint:
     def produce(self, topic: str, key, value: bytes, headers=None) -> None:
         if topic in self._types:
             record = self._codec.decode(value, self._types[topic])
-            line = {"topic": topic, "record": type(record).__name__,
-                    **{k: _plain(v) for k, v in asdict(record).items()}}
+            line = {"topic": topic, "record": type(record).__name__, **asdict(record)}
         else:
             line = {"topic": topic, "dead_letter": dict((k, v.decode()) for k, v in headers or [])}
-        self._stream.write(json.dumps(line) + "\n")
+        self._stream.write(json.dumps(line, default=str) + "\n")  # decimals as exact strings
         self.pending += 1
 
     def processed(self, topic: str, partition: int, offset: int) -> None:

@@ -17,8 +17,8 @@ CODEC = Codec()
 
 
 def _plain(record) -> dict:
-    return {k: (str(v) if not isinstance(v, (int, float, str, type(None))) and not isinstance(v, tuple) else
-                list(v) if isinstance(v, tuple) else v) for k, v in asdict(record).items()}
+    """The record as a dry run's JSON line carries it: decimals as strings, tuples as lists."""
+    return json.loads(json.dumps(asdict(record), default=str))
 
 
 @pytest.fixture
