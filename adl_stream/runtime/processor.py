@@ -173,7 +173,10 @@ class Processor:
         self._update_readiness(self._restoring())
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drain(frozenset(), self._caught_up())  # consumed records are applied and committed first
+        # Apply and commit what the merge may release (a restoring partition is still waited for:
+        # the order must not depend on the rebalance); what stays buffered is dropped uncommitted
+        # and read again from the committed offset by whoever gets the partition.
+        self._drain(self._restoring(), self._caught_up())
         self.checkpoint.commit()
         self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         self._assigned = []
