@@ -72,6 +72,9 @@ class Settings:
     dedup_window_ms: int = 86_400_000
     batch_size: int = 5_000
     """Most input records per consume call and per transaction."""
+    commit_interval_ms: int = 100
+    """Longest a transaction stays open while records keep coming (Kafka Streams'
+    ``commit.interval.ms``): outputs become visible to read_committed readers at commit."""
     poll_timeout_ms: int = 100
     max_idle_ms: int = 100
     """How long an empty input partition holds back the others (deterministic order vs latency)."""
@@ -107,7 +110,7 @@ _CHOICES = {
     "log_format": LOG_FORMATS,
     "log_level": LOG_LEVELS,
 }
-_NON_NEGATIVE = ("max_idle_ms",)
+_NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms")
 _POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "batch_size", "poll_timeout_ms", "startup_timeout_s")
 
 

@@ -1,9 +1,9 @@
 """``adl-stream run``: the consume -> decode -> apply -> produce -> commit loop.
 
 The engine is the only place that computes; this module moves bytes. Each consumed batch is
-decoded and merged across partitions in event-time order (:mod:`.merge`); every ``batch_size``
-records released are applied, their outputs produced, and the :class:`Checkpoint` commits outputs
-and input offsets together (a Kafka transaction; or, at-least-once, offsets after acknowledged
+decoded and merged across partitions in event-time order (:mod:`.merge`); released records are
+applied and their outputs produced, and every ``batch_size`` records or ``commit_interval_ms``
+(whichever comes first) the :class:`Checkpoint` commits outputs and input offsets together (a Kafka transaction; or, at-least-once, offsets after acknowledged
 outputs).
 
 State is rebuilt from the input topics: the first time this process is assigned a partition it
@@ -84,6 +84,9 @@ class Processor:
         self._live_from: dict[tuple[str, int], int] = {}  # below this offset, apply without output
         self._restore_started: float | None = None
         self._assigned: list[TopicPartition] = []
+        self._uncommitted = 0  # records applied since the last commit
+        self._transaction_started = 0.0
+        self._commit_interval_s = settings.commit_interval_ms / 1000
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None
 
@@ -131,7 +134,7 @@ class Processor:
             code = EXIT_FATAL
         finally:
             if code == EXIT_OK:
-                self.checkpoint.commit()
+                self._commit()
             else:
                 self.checkpoint.abort()
             self.consumer.close()
@@ -177,7 +180,7 @@ class Processor:
         # the order must not depend on the rebalance); what stays buffered is dropped uncommitted
         # and read again from the committed offset by whoever gets the partition.
         self._drain(self._restoring(), self._caught_up())
-        self.checkpoint.commit()
+        self._commit()
         self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         self._assigned = []
         self.health.set_ready(False)
@@ -221,12 +224,27 @@ class Processor:
             self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None), (message, record))
         waiting = self._restoring()
         caught_up = self._caught_up()
-        while self._drain(waiting, caught_up, self.settings.batch_size):  # one transaction per batch_size records
-            self.checkpoint.commit()
-            for fund_id, balance in self.engine.funds.balances().items():
-                self.metrics.fund_balance.labels(fund_id).set(float(balance))
+        batch_size = self.settings.batch_size
+        while True:  # a transaction holds at most batch_size records and stays open commit_interval_ms
+            room = batch_size - self._uncommitted
+            released = self._drain(waiting, caught_up, room)
+            if released and not self._uncommitted:
+                self._transaction_started = time.monotonic()
+            self._uncommitted += released
+            if self._uncommitted >= batch_size or (
+                self._uncommitted and time.monotonic() - self._transaction_started >= self._commit_interval_s
+            ):
+                self._commit()
+            if released < room:
+                break
         if self._resume or not self.health.ready:
             self._update_readiness(waiting)
+
+    def _commit(self) -> None:
+        self.checkpoint.commit()
+        self._uncommitted = 0
+        for fund_id, balance in self.engine.funds.balances().items():
+            self.metrics.fund_balance.labels(fund_id).set(float(balance))
 
     def _caught_up(self) -> frozenset[tuple[str, int]]:
         """Empty partitions whose position reached the high watermark of their last fetch."""

@@ -1,5 +1,7 @@
 """The processor against the real broker: the hand-computed scenario, bad input, restart."""
 
+import time
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, metric, read_topic
+from tests.conftest import Feed, metric, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 codec = Codec()
@@ -126,3 +128,23 @@ def test_restart_rebuilds_state_from_the_inputs_without_emitting_again(settings,
     assert orders[-2].score == pytest.approx(0.25 * 180 / 210)
     assert metric(second.processor, "adl_reservations_expired_total") == 6
     assert second.close() == 0
+
+
+@pytest.mark.parametrize("batch_size, commit_interval_ms, committed", [
+    (5, 600_000, 4),  # 23 records: four full transactions; the last 3 wait for the interval
+    (10_000, 200, None),  # the count is never reached: the interval commits them
+])
+def test_a_transaction_is_bounded_by_count_and_by_time(settings, start_processor, batch_size, commit_interval_ms,
+                                                       committed):
+    running = start_processor(replace(settings, batch_size=batch_size, commit_interval_ms=commit_interval_ms))
+    Feed(settings).send(*[sc.FundFlow(f"d{i}", "USDT", "DEPOSIT", D(1), 1_000 + i) for i in range(23)])
+    running.wait_handled(23)
+    p = running.processor
+    if committed is None:
+        wait_for(lambda: metric(p, "adl_transactions_total", result="committed") >= 1, 5, "a commit by time")
+    else:
+        time.sleep(1.0)  # well past the poll loop's own pace; the interval is ten minutes
+        assert metric(p, "adl_transactions_total", result="committed") == committed
+    assert running.close() == 0
+    if committed is not None:  # stopping commits the rest
+        assert metric(p, "adl_transactions_total", result="committed") == committed + 1
