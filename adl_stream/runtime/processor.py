@@ -138,7 +138,9 @@ class Processor:
             else:
                 self.checkpoint.abort()
             self.consumer.close()
-            if producer is not None:
+            if producer is not None and code == EXIT_OK:
+                # Only after a clean commit: after a fatal error (fencing) the outputs belong to
+                # an aborted transaction, and flushing a fatally failed producer raises.
                 producer.flush(10)
             self.health.set_ready(False)
             self.health.stop()

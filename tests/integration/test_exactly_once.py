@@ -15,7 +15,7 @@ from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.runtime.processor import EXIT_FENCED
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, read_topic, wait_for, write_config
+from tests.conftest import PARTITIONS, Feed, read_topic, wait_for, write_config
 from tests.integration.test_cli import http
 from tests.market import generate
 
@@ -86,7 +86,7 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
     # 1. Uninterrupted, in-process, into its own group and output topics over the same inputs.
     straight = replace(settings, group_id=settings.group_id + ".straight", max_idle_ms=1000, topics=replace(
         settings.topics, **{t: f"{getattr(settings.topics, t)}.straight" for t in ("adl_orders", "adl_decisions", "adl_dlq")}))
-    broker.create_topics(straight.topics.outputs())
+    broker.create_topics(straight.topics.outputs(), PARTITIONS)
     running = start_processor(straight)
     running.wait_handled(len(market.records))
     straight_decisions = _outputs(straight, straight.topics.adl_decisions, ShortfallDecision, len(market.decisions))
