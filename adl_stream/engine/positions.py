@@ -85,13 +85,19 @@ class PositionBook:
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""
-        if position.quantity == ZERO and position.reserved == ZERO:
-            account, symbol = position.account_id, position.symbol
-            self._by_symbol[symbol].pop(account, None)
-            of_account = self._by_account[account]
-            of_account.pop(symbol, None)
-            if not of_account:
-                del self._by_account[account]
+        if position.quantity != ZERO or position.reserved != ZERO:
+            return
+        account, symbol = position.account_id, position.symbol
+        in_symbol = self._by_symbol.get(symbol, {})
+        # Identity, not key: a reservation may outlive its (already forgotten) position, and the
+        # account may since hold a new position in the symbol that must stay.
+        if in_symbol.get(account) is not position:
+            return
+        del in_symbol[account]
+        of_account = self._by_account[account]
+        del of_account[symbol]
+        if not of_account:
+            del self._by_account[account]
 
     def in_symbol(self, symbol: str):
         return self._by_symbol.get(symbol, {}).values()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from .config import Settings
@@ -82,3 +84,45 @@ def check_topics(settings: Settings) -> dict[str, int]:
     if len(set(inputs.values())) != 1:
         raise StartupError(f"input topics must have the same partition count (co-partitioned), got {inputs}")
     return counts
+
+
+def create_missing_topics(settings: Settings, names, partitions: int | None = None) -> None:
+    """Create the topics ``names`` that do not exist, with ``partitions`` partitions (default: as
+    many as the inputs have)."""
+    admin = AdminClient(_with_passthrough(settings, {}))
+    metadata = admin.list_topics(timeout=10)
+    if partitions is None:
+        partitions = len(metadata.topics[settings.topics.fills].partitions)
+    missing = [t for t in names if t not in metadata.topics]
+    for future in admin.create_topics([NewTopic(t, partitions) for t in missing]).values():
+        future.result(timeout=30)
+
+
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> list:
+    """Every committed message of ``topic`` (read_committed, no group), up to the end it has now.
+
+    The end of a partition is the larger of ListOffsets' answer and the high watermark of the
+    last fetch (Tansu answers ListOffsets late; see README "Tansu").
+    """
+    consumer = Consumer(_with_passthrough(settings, {
+        "group.id": f"{settings.group_id}.reader", "enable.auto.commit": False, "isolation.level": "read_committed"}))
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        consumer.assign([TopicPartition(topic, tp.partition, 0) for tp in partitions])
+        messages, deadline = [], time.monotonic() + timeout_s
+        while partitions and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(10_000, 0.2) if m.error() is None]
+            # Transaction markers take offsets too: a partition is read once its position passed the end.
+            unread = []
+            for tp in consumer.position(partitions):
+                _, fetched_end = consumer.get_watermark_offsets(tp, cached=True)
+                if fetched_end < 0 or max(tp.offset, 0) < max(ends[tp.partition], fetched_end):
+                    unread.append(TopicPartition(topic, tp.partition))
+            partitions = unread
+        if partitions:
+            raise TimeoutError(f"{topic}: partitions {[tp.partition for tp in partitions]} not read to the end "
+                               f"within {timeout_s}s")
+        return messages
+    finally:
+        consumer.close()

@@ -89,6 +89,7 @@ class Processor:
         self._commit_interval_s = settings.commit_interval_ms / 1000
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None
+        self._failed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class Processor:
                 self._commit()
             else:
                 self.checkpoint.abort()
+                self._failed = True  # close() revokes: nothing more may be applied or committed
             self.consumer.close()
             if producer is not None and code == EXIT_OK:
                 # Only after a clean commit: after a fatal error (fencing) the outputs belong to
@@ -181,8 +183,9 @@ class Processor:
         # Apply and commit what the merge may release (a restoring partition is still waited for:
         # the order must not depend on the rebalance); what stays buffered is dropped uncommitted
         # and read again from the committed offset by whoever gets the partition.
-        self._drain(self._restoring(), self._caught_up())
-        self._commit()
+        if not self._failed:
+            self._drain(self._restoring(), self._caught_up())
+            self._commit()
         self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         self._assigned = []
         self.health.set_ready(False)

@@ -14,7 +14,6 @@ import json
 from dataclasses import asdict, replace
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from ..engine import AdlOrder, ShortfallDecision
 from .config import Settings, Topics
@@ -67,16 +66,6 @@ def replay_settings(settings: Settings, suffix: str | None, group_id: str | None
         settings.topics, **{name: f"{getattr(settings.topics, name)}.{suffix}" for name in ("adl_orders", "adl_decisions", "adl_dlq")})
     return replace(settings, group_id=group_id or f"{settings.group_id}.replay.{suffix or 'dry-run'}",
                    instance_id="replay", topics=topics)
-
-
-def create_output_topics(settings: Settings) -> None:
-    """Create the replay's output topics (as many partitions as the inputs) if missing."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka})
-    metadata = admin.list_topics(timeout=10)
-    partitions = len(metadata.topics[settings.topics.fills].partitions)
-    missing = [t for t in settings.topics.outputs() if t not in metadata.topics]
-    for future in admin.create_topics([NewTopic(t, partitions) for t in missing]).values():
-        future.result(timeout=30)
 
 
 class PrintingCheckpoint:

@@ -20,9 +20,11 @@ The model, in event time:
    bankruptcy price (``ADL`` fills on both sides, releasing the reservations), closing an unfilled
    rest in the market. The bankrupt wallet is then reset to 0 (``balances``).
 
-Every record the engine would reject is a bug here, so none is emitted. Event times rise strictly
-(one millisecond a record at least), so the processor's event-time merge reproduces exactly this
-order. The same :class:`Scenario` always yields the same records, byte for byte.
+Every record the engine would reject is a bug here, so none is emitted. Event times rise by a
+millisecond a record at least, except the two fills of one trade, which share theirs and a
+partition (both keyed by symbol): the processor's event-time merge reproduces exactly this order,
+as long as no partition lags the others by more than ``max_idle_ms``. The same :class:`Scenario`
+always yields the same records, byte for byte.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from ..engine.ranking import PnlLeverage, RankingPolicy
 DEFAULT_START_TS = 1_795_996_800_000
 MAINTENANCE_MARGIN = Decimal("0.005")
 FEE_RATE = Decimal("0.0004")
-LEVERAGES = (2, 3, 3, 5, 5, 5, 10, 10, 10, 20, 20, 25, 50, 75, 100)
+LEVERAGES = (2, 3, 3, 5, 5, 5, 10, 10, 10, 10, 20, 20, 25, 50)
 START_PRICES = {"BTCUSDT": Decimal(90_000), "ETHUSDT": Decimal(3_000), "SOLUSDT": Decimal(140)}
 CENT = Decimal("0.01")
 _WORK = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
@@ -71,8 +73,9 @@ class Scenario:
     step_ms: int = 1_000
     """Event time between two marks of a symbol."""
     trades_per_step: int = 4
-    fund_seed: Decimal = Decimal(20_000)
-    """Initial deposit of each insurance fund."""
+    fund_seed: Decimal | None = None
+    """Initial deposit of each insurance fund (default: 50 per account, so that a crash drains it
+    and ADL follows whatever the size)."""
     start_ts: int = DEFAULT_START_TS
 
 
@@ -111,6 +114,7 @@ class MarketSimulator:
                  trigger: TriggerPolicy | None = None, ranking: RankingPolicy | None = None) -> None:
         """``trigger``/``ranking`` must be the processor's, for the ADL echoes to match its orders."""
         self.scenario = scenario
+        self.fund_seed = scenario.fund_seed if scenario.fund_seed is not None else Decimal(50 * scenario.accounts)
         self.symbols = dict(symbols or default_symbols())
         self.engine = Engine(self.symbols, trigger=trigger or FundExhausted(), ranking=ranking or PnlLeverage())
         self.tape = Tape(marks={s: [] for s in self.symbols},
@@ -139,7 +143,7 @@ class MarketSimulator:
     def _open_books(self) -> Iterator[None]:
         rng, s = self._rng, self.scenario
         for fund_id in self.tape.fund_path:
-            self._emit(FundFlow(self._id("seed"), fund_id, "DEPOSIT", s.fund_seed, self._tick()))
+            self._emit(FundFlow(self._id("seed"), fund_id, "DEPOSIT", self.fund_seed, self._tick()))
         for symbol in self.symbols:
             self._emit(MarkPrice(symbol, self._marks[symbol], self._tick()))
             maker = Trader(self._maker(symbol), symbol, 0)

@@ -5,7 +5,8 @@ import pytest
 
 from adl_stream.engine import Engine, Rejected
 from adl_stream.engine.numbers import EXACT
-from adl_stream.engine.positions import Position
+from adl_stream.engine.positions import Position, PositionBook
+from adl_stream.engine.reservations import ReservationBook
 from tests import scenarios as sc
 
 
@@ -123,3 +124,35 @@ def test_late_event_beyond_the_dedup_window_is_rejected():
     with pytest.raises(Rejected, match="late_event"):
         engine.apply(sc.fill("b", "A", "BUY", 1, 100, 8_999))
     assert engine.apply(sc.fill("a", "A", "BUY", 1, 100, 10_000)).duplicate
+
+
+def test_reservations_expiring_together_forget_their_flat_position_once():
+    book, reservations = PositionBook(), ReservationBook()
+    kept = book.open("B", "BTCUSDT")
+    kept.apply_fill(D(1), D(10))
+    position = book.open("A", "BTCUSDT")
+    reservations.reserve("s1:1", position, D(1), expires_at=100)
+    reservations.reserve("s2:1", position, D(2), expires_at=100)
+    book.discard_if_idle(position)
+    assert book.get("A", "BTCUSDT") is position  # reserved: kept
+    expired = reservations.expire(100)
+    assert [r.order_id for r in expired] == ["s1:1", "s2:1"]
+    for reservation in expired:
+        book.discard_if_idle(reservation.position)
+    assert list(book) == [kept] and list(book.of_account("A")) == []
+
+
+def test_a_reservation_outliving_its_position_does_not_forget_the_new_position():
+    book, reservations = PositionBook(), ReservationBook()
+    old = book.open("A", "BTCUSDT")
+    old.apply_fill(D(1), D(10))
+    reservations.reserve("s1:1", old, D(1), expires_at=100)
+    reservations.release("s1:1", "A", D(1))  # its ADL fill arrived ...
+    old.apply_fill(D(-1), D(10))
+    book.discard_if_idle(old)  # ... and closed the position: forgotten
+    new = book.open("A", "BTCUSDT")
+    new.apply_fill(D(-2), D(10))
+    for reservation in reservations.expire(100):  # nothing left of s1:1 to expire ...
+        book.discard_if_idle(reservation.position)
+    book.discard_if_idle(old)  # ... and the stale object, flat and unreserved, must not drop the new one
+    assert book.get("A", "BTCUSDT") is new and list(book.of_account("A")) == [new]

@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.runtime.processor import EXIT_FATAL
 from adl_stream.wire import Codec
 from tests import scenarios as sc
 from tests.conftest import Feed, metric, read_topic, wait_for
@@ -148,3 +149,27 @@ def test_a_transaction_is_bounded_by_count_and_by_time(settings, start_processor
     assert running.close() == 0
     if committed is not None:  # stopping commits the rest
         assert metric(p, "adl_transactions_total", result="committed") == committed + 1
+
+
+def test_an_internal_error_stops_the_instance_without_committing_past_it(settings, start_processor):
+    first = start_processor(settings)
+    engine, failed = first.processor.engine, []
+    apply = engine.apply
+
+    def apply_broken_from_e3_on(record):  # a bug: the engine fails on E3 and on all after it
+        if getattr(record, "event_id", None) == "E3" or failed:
+            failed.append(record)
+            raise RuntimeError("a bug in the engine")
+        return apply(record)
+
+    engine.apply = apply_broken_from_e3_on
+    Feed(settings).send(*sc.STREAM)
+    first.thread.join(30)
+    assert failed and first.exit_code == EXIT_FATAL
+    assert len(failed) == 1  # stopping revokes the partitions: nothing more is applied or committed
+    second = start_processor(settings)
+    decisions = decode_all(read_topic(settings, settings.topics.adl_decisions, 4,
+                                      identity=lambda m: codec.decode(m.value(), ShortfallDecision).event_id),
+                           ShortfallDecision)
+    assert {d.event_id: sc.decision_summary(d) for d in decisions} == sc.EXPECTED_DECISIONS
+    assert second.close() == 0

@@ -1,0 +1,101 @@
+"""The simulator through the real processor, and ``adl-stream demo`` end to end."""
+
+import html
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import replace
+from decimal import Decimal as D
+
+import pytest
+
+from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.runtime.kafka import read_to_end
+from adl_stream.simulation.market import MarketSimulator, Scenario, default_symbols
+from adl_stream.simulation.publish import Publisher
+from adl_stream.wire import Codec
+from tests.conftest import metric, wait_for
+from tests.invariants import check_spec_invariants
+
+pytestmark = pytest.mark.integration
+codec = Codec()
+
+
+def outputs(settings):
+    decisions = [codec.decode(m.value(), ShortfallDecision) for m in read_to_end(settings, settings.topics.adl_decisions)]
+    orders = [codec.decode(m.value(), AdlOrder) for m in read_to_end(settings, settings.topics.adl_orders)]
+    return decisions, orders
+
+
+def test_the_processor_decides_the_simulated_crash_as_predicted_and_within_spec(settings, start_processor):
+    # Waiting up to 2 s for a lagging partition (not 100 ms): the publisher shares this process's
+    # two cores with the processor, and a partition behind by more than max_idle_ms is overtaken.
+    settings = replace(settings, symbols=default_symbols(), max_idle_ms=2000)
+    simulator = MarketSimulator(Scenario(seed=5, accounts=400))
+    records = list(simulator.records())
+    running = start_processor(settings)
+    Publisher({"bootstrap.servers": settings.bootstrap_servers}, settings.topics).send_all(records)
+    wait_for(lambda: running.handled() >= len(records), 120, "every simulated record handled")
+    assert metric(running.processor, "adl_dead_letters_total") == 0
+    assert running.close() == 0
+
+    decisions, orders = outputs(settings)
+    by_id = {d.event_id: d for d in decisions}
+    assert len(by_id) == len(decisions) == len(simulator.tape.decisions)
+    assert [by_id[d.event_id] for d in simulator.tape.decisions] == simulator.tape.decisions
+    counts = check_spec_invariants(records, decisions, orders, {s: spec.fund_id for s, spec in settings.symbols.items()})
+    assert counts["adl"] > 0 and counts["shortfalls"] > counts["adl"] - 1 and counts["orders"] == simulator.tape.orders
+
+
+def _demo(tmp_path, *flags):
+    return subprocess.run([sys.executable, "-m", "adl_stream.cli", "demo", "--accounts", "300", "--seed", "2",
+                           "--output", str(tmp_path), *flags], capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, settings, tmp_path):
+    prefix = f"d{uuid.uuid4().hex[:6]}."
+    result = _demo(tmp_path, "--bootstrap-servers", broker.bootstrap, "--topic-prefix", prefix)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    from adl_stream.demo import demo_settings
+    demo = replace(demo_settings(broker.bootstrap, 0, prefix), kafka=settings.kafka)
+    decisions, orders = outputs(demo)
+    assert summary["shortfalls"] == len({d.event_id for d in decisions}) > 0
+    assert summary["outcomes"] == {k: sum(1 for d in decisions if d.outcome == k) for k in ("FUND_COVERED", "ADL", "ADL_PARTIAL")}
+    assert summary["outcomes"]["FUND_COVERED"] > 0 and summary["outcomes"]["ADL"] > 0
+    assert summary["orders"] == len({o.order_id for o in orders})
+    for symbol, row in summary["by_symbol"].items():
+        mine = [o for o in orders if o.symbol == symbol]
+        assert (row["orders"], D(row["quantity"]), D(row["notional"])) == (
+            len(mine), sum(o.quantity for o in mine), sum(o.quantity * o.price for o in mine))
+    covered = Counter()
+    for d in decisions:
+        covered[d.fund_id] += d.fund_covered
+    assert {f: D(row["covered"]) for f, row in summary["funds"].items()} == dict(covered)
+    top = summary["most_deleveraged"][0]
+    assert D(top["notional"]) == max(
+        sum(o.quantity * o.price for o in orders if (o.account_id, o.symbol) == (a, s)) for a, s in
+        {(o.account_id, o.symbol) for o in orders})
+    assert summary["decisions_as_predicted"] == summary["shortfalls"]
+    assert "Decisions on the output topic identical to the simulator engine's" in result.stdout
+
+
+def test_demo_on_its_embedded_broker_writes_its_picture_and_leaves_nothing_running(tmp_path):
+    result = _demo(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "adl-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "adl-demo.html").read_text()
+    assert "data:image/png;base64," in page  # self-contained: the picture is inlined
+    shown = json.loads(html.unescape(page.split("<pre>", 1)[1].split("</pre>", 1)[0]))
+    assert shown == json.loads((tmp_path / "summary.json").read_text()) and shown["shortfalls"] > 0
+    bootstrap = result.stdout.split("Kafka at ", 1)[1].split(",", 1)[0]
+    host, port = bootstrap.rsplit(":", 1)
+    with pytest.raises(OSError):  # the embedded broker is gone
+        socket.create_connection((host, int(port)), timeout=1).close()
+    metrics_port = int(result.stdout.split("metrics at http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    with pytest.raises(OSError):  # and so is the metrics server
+        socket.create_connection(("127.0.0.1", metrics_port), timeout=1).close()
