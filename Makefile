@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test demo install clean
+.PHONY: test demo bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(VENV)/.installed-test
 # e.g. make demo ARGS="--accounts 20000 --seed 7" (see adl-stream demo --help).
 demo: $(VENV)/.installed-demo
 	$(BIN)/adl-stream demo $(ARGS)
+
+# Benchmarks (not part of the tests): figures as tables and JSON (bench-results.json), next to
+# their targets. ARGS narrows them, e.g. make bench ARGS="--positions 10000 --book 100000".
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

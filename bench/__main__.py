@@ -1,0 +1,119 @@
+"""``python -m bench`` (``make bench``): every benchmark, its figures as tables and as JSON.
+
+Sizes are flags, so a quick look (``--positions 10000 --book 100000``) and the full run (the
+defaults, about ten minutes on two cores) are the same code. The targets of the figures are in the
+README ("Performance"); this prints each figure next to its target and says whether it is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+
+from adl_stream.embedded import EmbeddedBroker
+from adl_stream.runtime.logs import configure_logging
+
+from . import decision, pipeline
+from .report import dump, table
+
+TARGETS = {  # figure -> (target, higher is better)
+    "e2e_ratio": (0.50, True),
+    "p99_ms@100000": (1.0, False),
+    "p99_ms@1000000": (10.0, False),
+    "restore_s@1000000": (5.0, False),
+    "peer_ratio": (1.0, True),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                        help="open positions in the symbol for the decision latency (default 10k 100k 1M)")
+    parser.add_argument("--accounts", type=int, default=5_000, help="traders of the crash scenario, end to end")
+    parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
+    parser.add_argument("--only", choices=["decision", "pipeline"], help="run one half only")
+    parser.add_argument("--json", default="bench-results.json", help="where the JSON goes (also printed)")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    configure_logging("json", "error", sys.stderr)  # expiring reservations warn by the thousand
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    if args.only in (None, "decision"):
+        samples = {n: max(5, min(500, 5_000_000 // n)) for n in args.positions}
+        with console.status("decision latency ..."):
+            results["decision"] = decision.run(args.positions, samples)
+        table(console, "ADL decision latency (pure engine)", results["decision"])
+
+    if args.only in (None, "pipeline"):
+        with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:
+            results["pipeline"] = _pipeline(broker, args, console)
+
+    results["targets"] = _targets(results)
+    table(console, "Targets", results["targets"])
+    print(dump(results, args.json))
+    return 0
+
+
+def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
+    out: dict = {}
+    crash = pipeline.settings_for(broker, f"crash{uuid.uuid4().hex[:6]}.")
+    with console.status(f"publishing the crash of {args.accounts:,} accounts ..."):
+        records = pipeline.prefill(crash, pipeline.crash_records(args.accounts))
+    with console.status("raw limit, then adl-stream, over the crash ..."):
+        out["crash_raw"] = pipeline.raw_limit(crash, records)
+        out["crash_adl_stream"] = pipeline.adl_stream(crash, records)
+    out["crash_ratio"] = round(out["crash_adl_stream"]["events_per_s"] / out["crash_raw"]["events_per_s"], 3)
+
+    book = pipeline.settings_for(broker, f"book{uuid.uuid4().hex[:6]}.")
+    with console.status(f"publishing a book of {args.book:,} positions ..."):
+        records = pipeline.prefill(book, pipeline.book_records(args.book))
+    with console.status("raw limit, adl-stream, then restore, over the book ..."):
+        out["book_raw"] = pipeline.raw_limit(book, records)
+        out["book_adl_stream"] = pipeline.adl_stream(book, records)
+        out["book_restore"] = pipeline.restore(book, records)
+    out["book_ratio"] = round(out["book_adl_stream"]["events_per_s"] / out["book_raw"]["events_per_s"], 3)
+
+    fills = pipeline.settings_for(broker, f"fills{uuid.uuid4().hex[:6]}.")
+    with console.status(f"publishing {args.book:,} fills for the peer ..."):
+        count = pipeline.prefill(fills, [r for r in pipeline.book_records(args.book) if isinstance(r, pipeline.Fill)])
+    with console.status("positions from fills: adl-stream, then Quix Streams ..."):
+        out["peer_adl_stream"] = pipeline.adl_stream(fills, count)
+        out["peer_quix_streams"] = pipeline.quix_positions(fills, count)
+    if "events_per_s" in out["peer_quix_streams"]:
+        out["peer_ratio"] = round(out["peer_adl_stream"]["events_per_s"] / out["peer_quix_streams"]["events_per_s"], 3)
+
+    rows = [{"run": name, **{k: v for k, v in figures.items()}} for name, figures in out.items() if isinstance(figures, dict)]
+    table(console, "Through Kafka (embedded broker, same run)", [
+        {"run": r["run"], "records": r.get("records", 0), "seconds": r.get("seconds", 0.0),
+         "events_per_s": r.get("events_per_s", 0)} for r in rows])
+    return out
+
+
+def _targets(results: dict) -> list[dict]:
+    figures = {}
+    for row in results.get("decision", []):
+        figures[f"p99_ms@{row['positions']}"] = row["p99_ms"]
+    pipe = results.get("pipeline", {})
+    if pipe:
+        figures["e2e_ratio"] = min(pipe["crash_ratio"], pipe["book_ratio"])
+        positions = pipe["book_restore"]["positions"]
+        figures[f"restore_s@{positions}"] = pipe["book_restore"]["seconds"]
+        if "peer_ratio" in pipe:
+            figures["peer_ratio"] = pipe["peer_ratio"]
+    rows = []
+    for name, (target, higher) in TARGETS.items():
+        if name in figures:
+            value = figures[name]
+            met = value >= target if higher else value <= target
+            rows.append({"figure": name, "value": float(value), "target": float(target), "met": "yes" if met else "NO"})
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

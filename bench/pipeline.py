@@ -1,0 +1,186 @@
+"""Through Kafka: end-to-end throughput against the raw limit, restore, and the Quix Streams peer.
+
+Every figure here reads the same pre-filled topics of one embedded broker, in the same run:
+
+- **raw limit**: a bare confluent-kafka consumer (assign, ``consume`` in batches) and the fastavro
+  decode of every value to a dict: what any Python processor pays before doing anything;
+- **adl-stream**: :class:`~adl_stream.runtime.processor.Processor` from the first record to
+  caught up, exactly-once (transactions), decoding, merging by event time, applying, producing;
+- **restore**: a processor whose group has committed the end of every input rebuilds the state
+  from the beginning (no output): the time and rate of a restart;
+- **Quix Streams peer**: positions from fills (the stateful heart of the workload) as a Quix
+  Streams application with RocksDB state and its changelog topic, at-least-once, over the same
+  fills; adl-stream runs them exactly-once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from decimal import Decimal
+from io import BytesIO
+
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker
+from adl_stream.engine import BalanceUpdate, Fill, MarkPrice
+from adl_stream.runtime.config import Settings, Topics
+from adl_stream.runtime.kafka import create_missing_topics
+from adl_stream.runtime.processor import Processor
+from adl_stream.simulation.market import DEFAULT_START_TS, MarketSimulator, Scenario, default_symbols
+from adl_stream.simulation.publish import Publisher
+from adl_stream.wire import Codec
+from adl_stream.wire.codec import HEADER_SIZE
+
+PARTITIONS = 3
+
+
+def settings_for(broker: EmbeddedBroker, prefix: str) -> Settings:
+    topics = Topics(**{name: f"{prefix}{getattr(Topics, name)}" for name in Topics.__dataclass_fields__})
+    return Settings(bootstrap_servers=broker.bootstrap, group_id=f"{prefix}adl", metrics_host="127.0.0.1",
+                    metrics_port=0, topics=topics, symbols=default_symbols(), kafka=dict(FAST_GROUP_JOIN),
+                    log_format="json", log_level="warning")
+
+
+def prefill(settings: Settings, records) -> int:
+    create_missing_topics(settings, [*settings.topics.inputs(), *settings.topics.outputs()], PARTITIONS)
+    return Publisher({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20}, settings.topics).send_all(records)
+
+
+def crash_records(accounts: int) -> list:
+    """The demo's market crash: fills, marks, balances, fund flows and shortfalls."""
+    return list(MarketSimulator(Scenario(seed=1, accounts=accounts)).records())
+
+
+def book_records(positions: int) -> list:
+    """``positions`` open positions (BTCUSDT, half long, half short), each with its wallet, then a mark."""
+    out, ts = [], DEFAULT_START_TS
+    for i in range(positions // 2):
+        price, quantity = Decimal(90_000 + i % 5_000), Decimal(1 + i % 999) / 1000
+        for account, side in ((f"L{i:07d}", "BUY"), (f"S{i:07d}", "SELL")):
+            out.append(BalanceUpdate(account, "USDT", Decimal(10_000 + i % 90_000), ts))
+            out.append(Fill(f"f-{account}", account, "BTCUSDT", side, quantity, price, Decimal(0), "TRADE", None, ts))
+        ts += 1
+    out.append(MarkPrice("BTCUSDT", Decimal(90_000), ts))
+    return out
+
+
+def raw_limit(settings: Settings, expected: int) -> dict:
+    """Consume every input record and fastavro-decode its value; nothing else."""
+    codec = Codec()
+    by_fingerprint = {s.fingerprint: s.parsed for s in codec.schemas.values()}
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"raw-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in settings.topics.inputs() for p in range(PARTITIONS)])
+    seen, started = 0, None
+    try:
+        while seen < expected:
+            batch = consumer.consume(settings.batch_size, 1.0)
+            if started is None and batch:
+                started = time.perf_counter()
+            for message in batch:
+                if message.error() is None:
+                    value = message.value()
+                    body = BytesIO(value)
+                    body.seek(HEADER_SIZE)
+                    fastavro.schemaless_reader(body, by_fingerprint[value[2:HEADER_SIZE]], None)
+                    seen += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    return {"records": seen, "seconds": round(elapsed, 3), "events_per_s": round(seen / elapsed)}
+
+
+def _run_until_caught_up(settings: Settings) -> tuple[Processor, float, float]:
+    """Run a processor until every input is consumed; (processor, first-record time, end time)."""
+    processor = Processor(settings, until_caught_up=True)
+    first: list[float] = []
+    apply = processor.engine.apply
+
+    def timed_apply(record):
+        if not first:
+            first.append(time.perf_counter())
+        return apply(record)
+
+    processor.engine.apply = timed_apply
+    assert processor.run(threading.Event()) == 0, "the processor failed: see its log"
+    return processor, first[0], time.perf_counter()
+
+
+def _counted(processor: Processor, name: str) -> float:
+    return sum(s.value for family in processor.metrics.registry.collect() for s in family.samples if s.name == name)
+
+
+def adl_stream(settings: Settings, expected: int) -> dict:
+    processor, first, end = _run_until_caught_up(settings)
+    handled = _counted(processor, "adl_events_processed_total") + _counted(processor, "adl_dead_letters_total")
+    assert handled == expected, f"handled {handled} of {expected}"
+    elapsed = end - first
+    return {"records": int(handled), "seconds": round(elapsed, 3), "events_per_s": round(handled / elapsed),
+            "orders": int(_counted(processor, "adl_orders_total")),
+            "transactions": int(_counted(processor, "adl_transactions_total"))}
+
+
+def restore(settings: Settings, expected: int) -> dict:
+    """After :func:`adl_stream` committed the end of every input in this group: a new processor of
+    the group rebuilds the state from the beginning and has nothing left to decide.
+
+    On Tansu the offsets of transactions without output records stay pending until a transaction
+    with records commits (README, Tansu differences), so the output-free tail of the input is
+    applied again as live records rather than restored: the same work, counted as both."""
+    processor, first, end = _run_until_caught_up(settings)
+    restored = _counted(processor, "adl_restore_events_total")
+    rebuilt = restored + _counted(processor, "adl_events_processed_total")
+    assert rebuilt == expected, f"rebuilt {rebuilt} of {expected}"
+    assert _counted(processor, "adl_orders_total") == 0, "a restart decided again"
+    elapsed = end - first
+    return {"records": int(rebuilt), "restored": int(restored), "positions": len(processor.engine.book),
+            "seconds": round(elapsed, 3), "events_per_s": round(rebuilt / elapsed)}
+
+
+def quix_positions(settings: Settings, expected_fills: int) -> dict:
+    """Positions from fills with Quix Streams (RocksDB state keyed by symbol, one entry per account)."""
+    try:
+        from quixstreams import Application
+        from quixstreams.models.serializers import Deserializer
+    except ImportError:
+        return {"skipped": "quixstreams is not installed (pip install -e '.[bench]')"}
+    codec = Codec()
+
+    class FillDeserializer(Deserializer):
+        def __call__(self, value: bytes, ctx):
+            fill = codec.decode(value, Fill)
+            return {"account": fill.account_id, "side": fill.side, "quantity": str(fill.quantity),
+                    "price": str(fill.price)}
+
+    state_dir = tempfile.mkdtemp(prefix="quix-state-")
+    app = Application(broker_address=settings.bootstrap_servers, consumer_group=f"{settings.group_id}.quix",
+                      auto_offset_reset="earliest", state_dir=state_dir, commit_interval=1.0,
+                      consumer_extra_config=dict(FAST_GROUP_JOIN), loglevel="WARNING")
+    topic = app.topic(settings.topics.fills, value_deserializer=FillDeserializer(), key_deserializer="str")
+    # Tansu's DescribeConfigs has no retention.ms, from which Quix derives its changelog topic's.
+    topic.broker_config.extra_config.setdefault("retention.ms", "-1")
+    counted = {"n": 0, "first": None}
+
+    def position(value: dict, state) -> None:
+        if counted["first"] is None:
+            counted["first"] = time.perf_counter()
+        quantity, cost = state.get(value["account"], ("0", "0"))
+        signed = Decimal(value["quantity"]) * (1 if value["side"] == "BUY" else -1)
+        state.set(value["account"], (str(Decimal(quantity) + signed), str(Decimal(cost) + signed * Decimal(value["price"]))))
+        counted["n"] += 1
+        if counted["n"] == expected_fills:
+            counted["end"] = time.perf_counter()
+            app.stop()
+
+    app.dataframe(topic).update(position, stateful=True)
+    try:
+        app.run()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    elapsed = counted["end"] - counted["first"]
+    return {"records": counted["n"], "seconds": round(elapsed, 3), "events_per_s": round(counted["n"] / elapsed)}
