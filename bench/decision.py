@@ -15,7 +15,14 @@ import random
 import time
 from decimal import Decimal
 
-from adl_stream.engine import BalanceUpdate, Engine, Fill, LiquidationShortfall, MarkPrice, SymbolSpec
+from adl_stream.engine import (
+    BalanceUpdate,
+    Engine,
+    Fill,
+    LiquidationShortfall,
+    MarkPrice,
+    SymbolSpec,
+)
 from adl_stream.engine.funds import FundExhausted
 from adl_stream.engine.ranking import PnlLeverage
 

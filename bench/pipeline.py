@@ -31,7 +31,12 @@ from adl_stream.engine import BalanceUpdate, Fill, MarkPrice
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.kafka import create_missing_topics
 from adl_stream.runtime.processor import Processor
-from adl_stream.simulation.market import DEFAULT_START_TS, MarketSimulator, Scenario, default_symbols
+from adl_stream.simulation.market import (
+    DEFAULT_START_TS,
+    MarketSimulator,
+    Scenario,
+    default_symbols,
+)
 from adl_stream.simulation.publish import Publisher
 from adl_stream.wire import Codec
 from adl_stream.wire.codec import HEADER_SIZE

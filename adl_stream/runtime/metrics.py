@@ -9,9 +9,12 @@ import time
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from .. import __version__
+
+#: Latency buckets from half a millisecond to a minute (a backlog after a restart is minutes old).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ProcessorMetrics:
@@ -19,9 +22,15 @@ class ProcessorMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.fund_balance = Gauge("adl_insurance_fund_balance", "Insurance fund balance, in its settle asset.", ["fund_id"], registry=r)
+        self.fund_floor = Gauge("adl_insurance_fund_floor", "Fund balance at or below which shortfalls go to ADL (trigger policy; 0 for fund-exhausted).", ["fund_id"], registry=r)
         self.shortfalls = Counter("adl_shortfalls", "Shortfalls decided, by outcome (FUND_COVERED, ADL, ADL_PARTIAL).", ["symbol", "outcome"], registry=r)
         self.orders = Counter("adl_orders", "ADL orders emitted.", ["symbol"], registry=r)
         self.adl_quantity = Counter("adl_quantity", "Quantity closed by ADL orders, in contracts.", ["symbol"], registry=r)
+        self.adl_notional = Counter("adl_notional", "Notional of ADL orders (quantity x bankruptcy price), in the settle asset.", ["symbol"], registry=r)
+        self.reservations_open = Gauge("adl_reservations_open", "ADL reservations waiting for their fill.", registry=r)
+        self.event_to_output = Histogram("adl_event_to_output_seconds", "Event time of a shortfall to its decision and orders committed (wall clock).", ["symbol"], buckets=LATENCY_BUCKETS, registry=r)
+        self.shortfall_processing = Histogram("adl_shortfall_processing_seconds", "Shortfall consumed to its decision and orders committed.", ["symbol"], buckets=LATENCY_BUCKETS, registry=r)
+        self.consumer_lag = Gauge("adl_consumer_lag", "Records of an assigned input partition not yet consumed (librdkafka statistics).", ["topic", "partition"], registry=r)
         self.unfilled_quantity = Counter("adl_unfilled_quantity", "Shortfall quantity the opposite side could not absorb.", ["symbol"], registry=r)
         self.reservations_expired = Counter("adl_reservations_expired", "ADL reservations expired without their fill.", ["symbol"], registry=r)
         self.dead_letters = Counter("adl_dead_letters", "Input records sent to the dead-letter topic.", ["reason", "topic"], registry=r)

@@ -15,6 +15,7 @@ restores, the merge waits for it, so restored records are applied in the same or
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -90,6 +91,7 @@ class Processor:
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None
         self._failed = False
+        self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -102,7 +104,11 @@ class Processor:
         partitions = check_topics(s)
         self.health = HealthServer(self.metrics, s.metrics_host, s.metrics_port).start()
         log.info("metrics_serving", port=self.health.port, partitions=partitions)
-        self.consumer = Consumer(consumer_config(s))
+        floor = float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0
+        for fund_id in sorted({spec.fund_id for spec in s.symbols.values()}):  # series exist from the start
+            self.metrics.fund_floor.labels(fund_id).set(floor)
+            self.metrics.fund_balance.labels(fund_id).set(float(self.engine.funds.balance(fund_id)))
+        self.consumer = Consumer({"statistics.interval.ms": 5000, **consumer_config(s), "stats_cb": self._on_stats})
         if self._dry_run is not None:
             producer = None
             self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
@@ -138,6 +144,7 @@ class Processor:
                 self._commit()
             else:
                 self.checkpoint.abort()
+                self._decided.clear()
                 self._failed = True  # close() revokes: nothing more may be applied or committed
             self.consumer.close()
             if producer is not None and code == EXIT_OK:
@@ -187,6 +194,11 @@ class Processor:
             self._drain(self._restoring(), self._caught_up())
             self._commit()
         self._merger.drop((tp.topic, tp.partition) for tp in partitions)
+        for tp in partitions:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass  # no statistics came for it
         self._assigned = []
         self.health.set_ready(False)
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
@@ -213,6 +225,7 @@ class Processor:
 
     def _step(self) -> None:
         messages = self.consumer.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
+        consumed_at = time.monotonic()
         self.health.beat()
         for message in messages:
             error = message.error()
@@ -226,7 +239,8 @@ class Processor:
                 record = self.codec.decode(message.value(), self._record_type[topic])
             except Rejected as rejected:
                 record = rejected
-            self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None), (message, record))
+            self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None),
+                             (message, record, consumed_at))
         waiting = self._restoring()
         caught_up = self._caught_up()
         batch_size = self.settings.batch_size
@@ -248,8 +262,32 @@ class Processor:
     def _commit(self) -> None:
         self.checkpoint.commit()
         self._uncommitted = 0
+        m = self.metrics
         for fund_id, balance in self.engine.funds.balances().items():
-            self.metrics.fund_balance.labels(fund_id).set(float(balance))
+            m.fund_balance.labels(fund_id).set(float(balance))
+        m.reservations_open.set(len(self.engine.reservations))
+        if self._decided:  # their decisions and orders are visible from now on
+            now, wall = time.monotonic(), time.time()
+            for symbol, consumed_at, ts in self._decided:
+                m.shortfall_processing.labels(symbol).observe(now - consumed_at)
+                m.event_to_output.labels(symbol).observe(max(0.0, wall - ts / 1000))
+            self._decided.clear()
+
+    def _on_stats(self, raw: str) -> None:
+        """librdkafka statistics (every ``statistics.interval.ms``): the lag of each assigned partition.
+
+        The lag is the last stable offset (``read_committed``) minus the position of this consumer
+        (from the low watermark while it has consumed nothing: a restore reads from there). Not the
+        statistics' own ``consumer_lag``: it counts from the committed offset, which a
+        transactional processor commits through its producer, so the consumer never learns it."""
+        for topic, of_topic in json.loads(raw).get("topics", {}).items():
+            for partition, stats in of_topic.get("partitions", {}).items():
+                if partition == "-1" or not stats.get("desired"):
+                    continue
+                end, position, low = stats.get("ls_offset", -1), stats.get("app_offset", -1), stats.get("lo_offset", -1)
+                position = position if position >= 0 else low
+                if end >= 0 and position >= 0:
+                    self.metrics.consumer_lag.labels(topic, partition).set(max(0, end - position))
 
     def _caught_up(self) -> frozenset[tuple[str, int]]:
         """Empty partitions whose position reached the high watermark of their last fetch."""
@@ -277,14 +315,14 @@ class Processor:
                limit: int | None = None) -> int:
         """Apply what the merge releases, up to ``limit`` records; return how many that was."""
         count = 0
-        for message, record in self._merger.release(waiting, caught_up):
-            self._process(message, record)
+        for message, record, consumed_at in self._merger.release(waiting, caught_up):
+            self._process(message, record, consumed_at)
             count += 1
             if count == limit:
                 break
         return count
 
-    def _process(self, message, record) -> None:
+    def _process(self, message, record, consumed_at: float) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         live = offset >= self._live_from.get((topic, partition), 0)
         try:
@@ -300,10 +338,10 @@ class Processor:
             self.metrics.restored.labels(topic).inc()
             return
         self.metrics.events.labels(topic).inc()
-        self._emit(topic, outcome)
+        self._emit(topic, outcome, consumed_at)
         self.checkpoint.processed(topic, partition, offset)
 
-    def _emit(self, topic: str, outcome: Outcome) -> None:
+    def _emit(self, topic: str, outcome: Outcome, consumed_at: float) -> None:
         m, topics = self.metrics, self.settings.topics
         if outcome.duplicate:
             m.duplicates.labels(topic).inc()
@@ -315,10 +353,12 @@ class Processor:
             self.checkpoint.produce(topics.adl_orders, order.symbol, self.codec.encode(order))
             m.orders.labels(order.symbol).inc()
             m.adl_quantity.labels(order.symbol).inc(float(order.quantity))
+            m.adl_notional.labels(order.symbol).inc(float(order.quantity * order.price))
         decision = outcome.decision
         if decision is not None:
             self.checkpoint.produce(topics.adl_decisions, decision.symbol, self.codec.encode(decision))
             m.shortfalls.labels(decision.symbol, decision.outcome).inc()
+            self._decided.append((decision.symbol, consumed_at, decision.ts))
             if decision.unfilled_quantity:
                 m.unfilled_quantity.labels(decision.symbol).inc(float(decision.unfilled_quantity))
             log.info("shortfall_decided", event_id=decision.event_id, symbol=decision.symbol,

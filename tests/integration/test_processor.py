@@ -33,7 +33,7 @@ def decode_all(messages, cls):
 
 
 def test_hand_computed_scenario_order_by_order(settings, start_processor):
-    running = start_processor(settings)
+    running = start_processor(replace(settings, kafka={**settings.kafka, "statistics.interval.ms": "200"}))
     run_scenario(Feed(settings), running)
 
     orders = decode_all(read_topic(settings, settings.topics.adl_orders, len(sc.EXPECTED_ORDERS)), AdlOrder)
@@ -54,6 +54,16 @@ def test_hand_computed_scenario_order_by_order(settings, start_processor):
     assert metric(p, "adl_unfilled_quantity_total", symbol="BTCUSDT") == 3
     assert metric(p, "adl_duplicate_events_total", topic=settings.topics.liquidation_shortfalls) == 1
     assert metric(p, "adl_insurance_fund_balance", fund_id="USDT") == 600
+    assert metric(p, "adl_insurance_fund_floor", fund_id="USDT") == 0  # fund-exhausted
+    assert metric(p, "adl_notional_total", symbol="BTCUSDT") == 5 * 95 + 9 * 93
+    assert metric(p, "adl_reservations_open") == 6  # E3's three orders, both sides, unfilled
+    for histogram in ("adl_shortfall_processing_seconds", "adl_event_to_output_seconds"):
+        assert metric(p, histogram + "_count", symbol="BTCUSDT") == 4  # observed at commit, once each
+    assert 0 < metric(p, "adl_shortfall_processing_seconds_sum") < 4 * 20  # consumed -> committed
+    assert metric(p, "adl_event_to_output_seconds_bucket", symbol="BTCUSDT", le="60.0") == 0  # ts of 1970
+    wait_for(lambda: {s.labels["topic"] for f in p.metrics.registry.collect() for s in f.samples
+                      if s.name == "adl_consumer_lag"} == set(settings.topics.inputs()), 5, "lag of every input")
+    assert metric(p, "adl_consumer_lag") == 0  # all consumed
     assert metric(p, "adl_transactions_total", result="committed") >= len(STAGES)  # one or more per stage
     assert metric(p, "adl_transactions_total", result="aborted") == 0
     assert metric(p, "adl_events_processed_total", topic=settings.topics.fills) == len(
