@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from .. import __version__
+from ..engine import SymbolSpec
+from ..engine.records import ADL_FULL, ADL_PARTIAL, FUND_COVERED
 
 #: Latency buckets from half a millisecond to a minute (a backlog after a restart is minutes old).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,6 +44,19 @@ class ProcessorMetrics:
         self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last state restore.", registry=r)
         self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})
+
+    def start_series(self, symbols: Mapping[str, SymbolSpec], fund_floor: float) -> None:
+        """Create the series of every symbol and fund at 0 (and each fund's floor): a counter whose
+        series appears with its first increment hides that increment from rate() and increase()."""
+        for symbol in symbols:
+            for outcome in (FUND_COVERED, ADL_FULL, ADL_PARTIAL):
+                self.shortfalls.labels(symbol, outcome)
+            for counter in (self.orders, self.adl_quantity, self.adl_notional, self.unfilled_quantity,
+                            self.reservations_expired):
+                counter.labels(symbol)
+        for fund_id in sorted({spec.fund_id for spec in symbols.values()}):
+            self.fund_floor.labels(fund_id).set(fund_floor)
+            self.fund_balance.labels(fund_id)
 
 
 class _QuietHandler(WSGIRequestHandler):

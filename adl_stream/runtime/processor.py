@@ -104,10 +104,7 @@ class Processor:
         partitions = check_topics(s)
         self.health = HealthServer(self.metrics, s.metrics_host, s.metrics_port).start()
         log.info("metrics_serving", port=self.health.port, partitions=partitions)
-        floor = float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0
-        for fund_id in sorted({spec.fund_id for spec in s.symbols.values()}):  # series exist from the start
-            self.metrics.fund_floor.labels(fund_id).set(floor)
-            self.metrics.fund_balance.labels(fund_id).set(float(self.engine.funds.balance(fund_id)))
+        self.metrics.start_series(s.symbols, float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0)
         self.consumer = Consumer({"statistics.interval.ms": 5000, **consumer_config(s), "stats_cb": self._on_stats})
         if self._dry_run is not None:
             producer = None

@@ -1,0 +1,8 @@
+#!/bin/sh
+# The topics of SPEC §2 with one partition count (the inputs must be co-partitioned).
+set -e
+PARTITIONS="${PARTITIONS:-6}"
+for topic in fills mark-prices balances insurance-fund liquidation-shortfalls adl-orders adl-decisions adl-dlq; do
+  /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:9092 --create --if-not-exists \
+    --topic "$topic" --partitions "$PARTITIONS" --replication-factor 1
+done
