@@ -97,6 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from .engine.records import OUTCOMES
     from .simulation.market import MarketSimulator, default_symbols
     from .simulation.publish import Publisher
 
@@ -114,7 +115,7 @@ def _simulate(args: argparse.Namespace) -> int:
         task = progress.add_task(f"publishing to {settings.bootstrap_servers}", total=None)
         sent = publisher.send_all(simulator.records(), lambda n: progress.update(task, completed=n))
     tape = simulator.tape
-    outcomes = {o: sum(1 for d in tape.decisions if d.outcome == o) for o in ("FUND_COVERED", "ADL", "ADL_PARTIAL")}
+    outcomes = {o: sum(1 for d in tape.decisions if d.outcome == o) for o in OUTCOMES}
     print(f"published {sent} records: {tape.liquidations} liquidations, {len(tape.decisions)} shortfalls {outcomes}, "
           f"{tape.orders} ADL orders echoed as fills", file=sys.stderr)
     return 0
@@ -128,10 +129,11 @@ def _scenario_flags(command: argparse.ArgumentParser, accounts: int) -> None:
     command.add_argument("--crash-steps", type=int, default=120, help="marks per symbol during the fall (one a second)")
 
 
-def _common_flags(command: argparse.ArgumentParser) -> None:
+def _common_flags(command: argparse.ArgumentParser, metrics: bool = True) -> None:
     command.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG)")
     command.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
-    command.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz; 0 = any free port (ADL_METRICS_PORT)")
+    if metrics:
+        command.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz; 0 = any free port (ADL_METRICS_PORT)")
     command.add_argument("--log-format", choices=LOG_FORMATS, help="json, console, or auto: console on a terminal (ADL_LOG_FORMAT)")
     command.add_argument("--log-level", choices=LOG_LEVELS, help="ADL_LOG_LEVEL")
 
@@ -177,10 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Balances, books of long and short positions at realistic leverage, a mark-price crash and "
         "rebound, the liquidations it causes (surpluses and shortfalls), fee income, and the fills of the ADL orders "
         "the processor will emit (predicted by the same engine). Topics and symbols come from the settings.")
-    simulate.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG): topics, symbols, policies")
-    simulate.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
-    simulate.add_argument("--log-format", choices=LOG_FORMATS)
-    simulate.add_argument("--log-level", choices=LOG_LEVELS)
+    _common_flags(simulate, metrics=False)
     _scenario_flags(simulate, 10_000)
     simulate.add_argument("--rate", type=float, help="records per second (default: as fast as the broker takes them)")
     simulate.set_defaults(handler=_simulate)

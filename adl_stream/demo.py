@@ -38,6 +38,7 @@ from rich.table import Table
 
 from .embedded import FAST_GROUP_JOIN, EmbeddedBroker
 from .engine import AdlOrder, ShortfallDecision
+from .engine.records import OUTCOMES
 from .runtime.config import Settings, Topics
 from .runtime.kafka import create_missing_topics, read_to_end
 from .runtime.logs import configure_logging
@@ -81,13 +82,13 @@ class DemoReport:
         return _plain({
             "published_records": self.published,
             "shortfalls": len(self.decisions),
-            "outcomes": {k: outcomes.get(k, 0) for k in ("FUND_COVERED", "ADL", "ADL_PARTIAL")},
+            "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
             "unfilled_quantity": sum((d.unfilled_quantity for d in self.decisions), Decimal(0)),
             "orders": len(self.orders),
             "by_symbol": dict(sorted(by_symbol.items())),
             "funds": {f: {"seed": self.fund_seed, **v} for f, v in sorted(funds.items())},
             "most_deleveraged": [{"account_id": a, "symbol": s, **row} for (a, s), row in top],
-            "decisions_as_predicted": sum(1 for d in self.decisions if d in set(self.predicted)),
+            "decisions_as_predicted": len(set(self.decisions) & set(self.predicted)),
         })
 
 
@@ -165,11 +166,12 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
                 decide = progress.add_task("decide shortfalls", total=len(simulator.tape.decisions), note="")
 
                 def follow() -> bool:
-                    handled = _count(processor, "adl_events_processed_total") + _count(processor, "adl_dead_letters_total")
-                    decided = _count(processor, "adl_shortfalls_total")
+                    m = processor.metrics
+                    handled = m.total("adl_events_processed_total") + m.total("adl_dead_letters_total")
+                    decided = m.total("adl_shortfalls_total")
                     funds = "  ".join(f"{f} {b:,.0f}" for f, b in sorted(processor.engine.funds.balances().items()))
                     progress.update(process, completed=handled, note=f"funds: {funds}")
-                    progress.update(decide, completed=decided, note=f"{_count(processor, 'adl_orders_total'):.0f} ADL orders")
+                    progress.update(decide, completed=decided, note=f"{m.total('adl_orders_total'):.0f} ADL orders")
                     return handled >= len(records) or not thread.is_alive()
 
                 _wait(follow, 300, "the processor to handle every record")
@@ -192,10 +194,6 @@ def _unique(records) -> list:
     for record in records:
         seen.setdefault(getattr(record, "order_id", None) or record.event_id, record)
     return list(seen.values())
-
-
-def _count(processor: Processor, name: str) -> float:
-    return sum(s.value for family in processor.metrics.registry.collect() for s in family.samples if s.name == name)
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:

@@ -116,18 +116,14 @@ def _run_until_caught_up(settings: Settings) -> tuple[Processor, float, float]:
     return processor, first[0], time.perf_counter()
 
 
-def _counted(processor: Processor, name: str) -> float:
-    return sum(s.value for family in processor.metrics.registry.collect() for s in family.samples if s.name == name)
-
-
 def adl_stream(settings: Settings, expected: int) -> dict:
     processor, first, end = _run_until_caught_up(settings)
-    handled = _counted(processor, "adl_events_processed_total") + _counted(processor, "adl_dead_letters_total")
+    handled = processor.metrics.total("adl_events_processed_total") + processor.metrics.total("adl_dead_letters_total")
     assert handled == expected, f"handled {handled} of {expected}"
     elapsed = end - first
     return {"records": int(handled), "seconds": round(elapsed, 3), "events_per_s": round(handled / elapsed),
-            "orders": int(_counted(processor, "adl_orders_total")),
-            "transactions": int(_counted(processor, "adl_transactions_total"))}
+            "orders": int(processor.metrics.total("adl_orders_total")),
+            "transactions": int(processor.metrics.total("adl_transactions_total"))}
 
 
 def restore(settings: Settings, expected: int) -> dict:
@@ -138,10 +134,10 @@ def restore(settings: Settings, expected: int) -> dict:
     with records commits (README, Tansu differences), so the output-free tail of the input is
     applied again as live records rather than restored: the same work, counted as both."""
     processor, first, end = _run_until_caught_up(settings)
-    restored = _counted(processor, "adl_restore_events_total")
-    rebuilt = restored + _counted(processor, "adl_events_processed_total")
+    restored = processor.metrics.total("adl_restore_events_total")
+    rebuilt = restored + processor.metrics.total("adl_events_processed_total")
     assert rebuilt == expected, f"rebuilt {rebuilt} of {expected}"
-    assert _counted(processor, "adl_orders_total") == 0, "a restart decided again"
+    assert processor.metrics.total("adl_orders_total") == 0, "a restart decided again"
     elapsed = end - first
     return {"records": int(rebuilt), "restored": int(restored), "positions": len(processor.engine.book),
             "seconds": round(elapsed, 3), "events_per_s": round(rebuilt / elapsed)}

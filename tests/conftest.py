@@ -8,13 +8,12 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.processor import Processor
-from adl_stream.simulation.publish import topic_and_key
-from adl_stream.wire import Codec
+from adl_stream.simulation.publish import Publisher
 from tests import scenarios as sc
 
 PARTITIONS = 3
@@ -61,15 +60,11 @@ class Feed:
     """Produces engine records to the topics of ``settings``, keyed as SPEC §2 says."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topics = settings.topics
-        self.codec = Codec()
-        self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1})
+        self.publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1}, settings.topics)
+        self.producer = self.publisher.producer
 
     def send(self, *records) -> None:
-        for record in records:
-            topic, key = topic_and_key(record, self.topics)
-            self.producer.produce(topic, self.codec.encode(record), key, timestamp=record.ts)
-        self.producer.flush(10)
+        self.publisher.send_all(records)
 
     def send_raw(self, topic: str, key: str, value: bytes) -> tuple[int, int]:
         """Produce raw bytes; return the (partition, offset) the broker gave them."""
@@ -104,12 +99,7 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.
 
 def metric(processor: Processor, name: str, **labels) -> float:
     """Sum of the samples of ``name`` matching ``labels``."""
-    return sum(
-        s.value
-        for family in processor.metrics.registry.collect()
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+    return processor.metrics.total(name, **labels)
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .. import __version__
 from ..engine import SymbolSpec
-from ..engine.records import ADL_FULL, ADL_PARTIAL, FUND_COVERED
+from ..engine.records import OUTCOMES
 
 #: Latency buckets from half a millisecond to a minute (a backlog after a restart is minutes old).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -45,11 +45,16 @@ class ProcessorMetrics:
         self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})
 
+    def total(self, name: str, **labels: str) -> float:
+        """Sum of the samples named ``name`` (e.g. ``adl_orders_total``) whose labels match ``labels``."""
+        return sum(sample.value for family in self.registry.collect() for sample in family.samples
+                   if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
     def start_series(self, symbols: Mapping[str, SymbolSpec], fund_floor: float) -> None:
         """Create the series of every symbol and fund at 0 (and each fund's floor): a counter whose
         series appears with its first increment hides that increment from rate() and increase()."""
         for symbol in symbols:
-            for outcome in (FUND_COVERED, ADL_FULL, ADL_PARTIAL):
+            for outcome in OUTCOMES:
                 self.shortfalls.labels(symbol, outcome)
             for counter in (self.orders, self.adl_quantity, self.adl_notional, self.unfilled_quantity,
                             self.reservations_expired):

@@ -3,8 +3,8 @@
 The engine is the only place that computes; this module moves bytes. Each consumed batch is
 decoded and merged across partitions in event-time order (:mod:`.merge`); released records are
 applied and their outputs produced, and every ``batch_size`` records or ``commit_interval_ms``
-(whichever comes first) the :class:`Checkpoint` commits outputs and input offsets together (a Kafka transaction; or, at-least-once, offsets after acknowledged
-outputs).
+(whichever comes first) the :class:`Checkpoint` commits outputs and input offsets together (a
+Kafka transaction; or, at-least-once, offsets after acknowledged outputs).
 
 State is rebuilt from the input topics: the first time this process is assigned a partition it
 reads it from the beginning, re-applying the records below the group's committed offset to the
@@ -121,8 +121,8 @@ class Processor:
             while not stop.is_set():
                 self._step()
                 if self._until_caught_up and self._caught_up_everywhere():
-                    log.info("caught_up", restored=self._counted(self.metrics.restored),
-                             processed=self._counted(self.metrics.events))
+                    log.info("caught_up", restored=self.metrics.total("adl_restore_events_total"),
+                             processed=self.metrics.total("adl_events_processed_total"))
                     break
         except Fenced as exc:
             log.error("fenced", error=str(exc), transactional_id=s.transactional_id,
@@ -215,7 +215,7 @@ class Processor:
         if not self._resume and self._restore_started is not None:
             duration, self._restore_started = time.monotonic() - self._restore_started, None
             self.metrics.restore_duration.set(duration)
-            log.info("restore_completed", duration_s=round(duration, 3), records=self._counted(self.metrics.restored))
+            log.info("restore_completed", duration_s=round(duration, 3), records=self.metrics.total("adl_restore_events_total"))
         self.health.set_ready(bool(self._assigned) and not self._resume)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -304,9 +304,6 @@ class Processor:
             return False
         return len(self._caught_up()) == len(self._assigned)
 
-    @staticmethod
-    def _counted(counter) -> int:
-        return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
 
     def _drain(self, waiting: frozenset[tuple[str, int]], caught_up: frozenset[tuple[str, int]] = frozenset(),
                limit: int | None = None) -> int:

@@ -13,6 +13,7 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.engine.records import OUTCOMES
 from adl_stream.runtime.kafka import read_to_end
 from adl_stream.simulation.market import MarketSimulator, Scenario, default_symbols
 from adl_stream.simulation.publish import Publisher
@@ -65,7 +66,7 @@ def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, setti
     demo = replace(demo_settings(broker.bootstrap, 0, prefix), kafka=settings.kafka)
     decisions, orders = outputs(demo)
     assert summary["shortfalls"] == len({d.event_id for d in decisions}) > 0
-    assert summary["outcomes"] == {k: sum(1 for d in decisions if d.outcome == k) for k in ("FUND_COVERED", "ADL", "ADL_PARTIAL")}
+    assert summary["outcomes"] == {k: sum(1 for d in decisions if d.outcome == k) for k in OUTCOMES}
     assert summary["outcomes"]["FUND_COVERED"] > 0 and summary["outcomes"]["ADL"] > 0
     assert summary["orders"] == len({o.order_id for o in orders})
     for symbol, row in summary["by_symbol"].items():
