@@ -7,16 +7,16 @@ rather than risk applying it twice (see :class:`adl_stream.engine.engine.Engine`
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 
 
 class SeenIds:
-    __slots__ = ("window_ms", "_ids", "_order")
+    __slots__ = ("window_ms", "_ids", "_expiry")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self._ids: set[str] = set()
-        self._order: deque[tuple[int, str]] = deque()
+        self._ids: dict[str, int] = {}  # id -> event time
+        self._expiry: list[tuple[int, str]] = []
 
     def __contains__(self, id_: str) -> bool:
         return id_ in self._ids
@@ -24,17 +24,23 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def ts(self, id_: str) -> int | None:
+        return self._ids.get(id_)
+
     def add(self, id_: str, ts: int) -> None:
-        self._ids.add(id_)
-        self._order.append((ts, id_))
+        self._ids[id_] = ts
+        heapq.heappush(self._expiry, (ts, id_))
 
-    def evict(self, now: int) -> None:
-        """Forget ids of events older than ``now - window_ms``.
+    def evict(self, now: int) -> list[str]:
+        """Forget (and return) the ids of events older than ``now - window_ms``.
 
-        Ids leave in arrival order, so an id stays at least its window (longer when an earlier
-        arrival carried a later timestamp): eviction errs on the side of remembering.
+        By event time, not arrival: an id stays exactly as long as a record carrying it could still
+        be accepted, and the set is a function of its contents (a restored set evicts the same ids).
         """
-        horizon = now - self.window_ms
-        order, ids = self._order, self._ids
-        while order and order[0][0] < horizon:
-            ids.discard(order.popleft()[1])
+        horizon, expiry, ids = now - self.window_ms, self._expiry, self._ids
+        evicted = []
+        while expiry and expiry[0][0] < horizon:
+            id_ = heapq.heappop(expiry)[1]
+            del ids[id_]
+            evicted.append(id_)
+        return evicted

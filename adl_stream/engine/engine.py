@@ -41,6 +41,7 @@ from .records import (
 )
 from .reservations import Reservation, ReservationBook
 from .shortfall import ShortfallContext, decide
+from .state import FUND, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
 from .symbols import SymbolSpec
 from .wallets import Wallets
 
@@ -77,6 +78,8 @@ class Engine:
         self.reservations = ReservationBook()
         self.seen = SeenIds(dedup_window_ms)
         self.stream_time = -1
+        self.changed: set[tuple[str, ...]] = set()
+        """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
         self._shortfalls = ShortfallContext(
             book=self.book,
             funds=self.funds,
@@ -146,11 +149,17 @@ class Engine:
 
     def _advance(self, ts: int, outcome: Outcome) -> None:
         if ts > self.stream_time:
+            changed = self.changed
             self.stream_time = ts
-            self.seen.evict(ts)
+            changed.add(STREAM_TIME)
+            for id_ in self.seen.evict(ts):
+                changed.add((SEEN, id_))
             expired = self.reservations.expire(ts)
             for reservation in expired:
-                self.book.discard_if_idle(reservation.position)
+                position = reservation.position
+                self.book.discard_if_idle(position)
+                changed.add((RESERVATION, reservation.order_id, position.account_id))
+                changed.add((POSITION, position.symbol, position.account_id))
             outcome.expired = expired
 
     def _fill(self, fill: Fill) -> Outcome:
@@ -167,6 +176,12 @@ class Engine:
         realized = position.apply_fill(signed, fill.price)
         self.wallets.apply_fill(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
         self.book.discard_if_idle(position)
+        changed = self.changed
+        changed.add((SEEN, fill.fill_id))
+        changed.add((POSITION, fill.symbol, fill.account_id))
+        changed.add((WALLET, fill.account_id, spec.settle_asset))
+        if fill.kind == ADL:
+            changed.add((RESERVATION, fill.adl_order_id, fill.account_id))
         return outcome
 
     def _mark(self, mark: MarkPrice) -> Outcome:
@@ -177,6 +192,7 @@ class Engine:
         outcome = Outcome()
         self._advance(mark.ts, outcome)
         self.marks[mark.symbol] = (mark.mark_price, mark.ts)
+        self.changed.add((MARK, mark.symbol))
         return outcome
 
     def _balance(self, update: BalanceUpdate) -> Outcome:
@@ -186,6 +202,7 @@ class Engine:
             outcome.stale = True
             return outcome
         self._advance(update.ts, outcome)
+        self.changed.add((WALLET, update.account_id, update.asset))
         return outcome
 
     def _flow(self, flow: FundFlow) -> Outcome:
@@ -198,6 +215,7 @@ class Engine:
             self.funds.check_debit(flow.fund_id, flow.amount)
         self.seen.add(flow.flow_id, flow.ts)
         self.funds.credit(flow.fund_id, flow.amount if flow.kind in FUND_INFLOWS else -flow.amount)
+        self.changed.update(((SEEN, flow.flow_id), (FUND, flow.fund_id)))
         return outcome
 
     def _shortfall(self, shortfall: LiquidationShortfall) -> Outcome:
@@ -214,6 +232,14 @@ class Engine:
             shortfall, spec, mark, lambda account: self._equity(account, asset), self._shortfalls
         )
         self.seen.add(shortfall.event_id, shortfall.ts)
+        changed = self.changed
+        changed.add((SEEN, shortfall.event_id))
+        if decision.fund_covered:
+            changed.add((FUND, decision.fund_id))
+        for order in orders:
+            for account in (order.account_id, order.bankrupt_account_id):
+                changed.add((RESERVATION, order.order_id, account))
+                changed.add((POSITION, order.symbol, account))
         outcome.orders, outcome.decision = orders, decision
         return outcome
 

@@ -57,6 +57,10 @@ class FundLedger:
     def balances(self) -> dict[str, Decimal]:
         return dict(self._balances)
 
+    def held(self, fund_id: str) -> Decimal | None:
+        """The balance of a fund that has had a flow or a debit; None for one never touched."""
+        return self._balances.get(fund_id)
+
     def check_debit(self, fund_id: str, amount: Decimal) -> None:
         """Raise :class:`Rejected` unless ``amount`` can be taken from the fund."""
         if amount > self.balance(fund_id):

@@ -37,6 +37,9 @@ class ReservationBook:
     def __iter__(self):
         return iter(self._open.values())
 
+    def get(self, order_id: str, account_id: str) -> Reservation | None:
+        return self._open.get((order_id, account_id))
+
     def reserve(self, order_id: str, position: Position, quantity: Decimal, expires_at: int) -> None:
         key = (order_id, position.account_id)
         self._open[key] = Reservation(order_id, position, quantity, expires_at)

@@ -35,6 +35,13 @@ class Wallets:
     def items(self):
         return self._wallets.items()
 
+    def get(self, account_id: str, asset: str) -> Wallet | None:
+        return self._wallets.get((account_id, asset))
+
+    def put(self, account_id: str, asset: str, wallet: Wallet) -> None:
+        """Set a wallet as a whole (restoring state)."""
+        self._wallets[(account_id, asset)] = wallet
+
     def set_balance(self, account_id: str, asset: str, balance: Decimal, ts: int) -> bool:
         """Apply an absolute balance; False (ignored) when not newer than the one held."""
         wallet = self._wallets.setdefault((account_id, asset), Wallet())
