@@ -29,6 +29,7 @@ from .ranking import PnlLeverage, RankingPolicy
 from .records import (
     ADL,
     BUY,
+    FUND_COVERED,
     FUND_INFLOWS,
     AdlOrder,
     BalanceUpdate,
@@ -234,7 +235,7 @@ class Engine:
         self.seen.add(shortfall.event_id, shortfall.ts)
         changed = self.changed
         changed.add((SEEN, shortfall.event_id))
-        if decision.fund_covered:
+        if decision.outcome == FUND_COVERED:
             changed.add((FUND, decision.fund_id))
         for order in orders:
             for account in (order.account_id, order.bankrupt_account_id):
