@@ -169,7 +169,7 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
                     m = processor.metrics
                     handled = m.total("adl_events_processed_total") + m.total("adl_dead_letters_total")
                     decided = m.total("adl_shortfalls_total")
-                    funds = "  ".join(f"{f} {b:,.0f}" for f, b in sorted(processor.engine.funds.balances().items()))
+                    funds = "  ".join(f"{f} {b:,.0f}" for f, b in sorted(processor.fund_balances().items()))
                     progress.update(process, completed=handled, note=f"funds: {funds}")
                     progress.update(decide, completed=decided, note=f"{m.total('adl_orders_total'):.0f} ADL orders")
                     return handled >= len(records) or not thread.is_alive()

@@ -79,6 +79,12 @@ class Settings:
     max_idle_ms: int = 100
     """How long an empty input partition holds back the others (deterministic order vs latency)."""
     startup_timeout_s: int = 30
+    state_partitions: int = 0
+    """Partitions (= tasks, the most instances that share the work) of the changelog topic
+    ``<group_id>-changelog`` when the processor creates it; 0: as many as the input topics have."""
+    state_replication_factor: int = -1
+    """Replication factor of the changelog topic when the processor creates it; -1: the broker's
+    ``default.replication.factor``."""
     log_format: str = "auto"
     log_level: str = "info"
     topics: Topics = field(default_factory=Topics)
@@ -110,7 +116,7 @@ _CHOICES = {
     "log_format": LOG_FORMATS,
     "log_level": LOG_LEVELS,
 }
-_NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms")
+_NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions")
 _POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "batch_size", "poll_timeout_ms", "startup_timeout_s")
 
 
@@ -158,6 +164,12 @@ def _symbols(table: Any, source: str) -> dict[str, SymbolSpec]:
                 if steps[step] <= 0:
                     raise ConfigError(f"{where}.{step}", source, "must be > 0")
         fund = _coerce(f"{where}.fund_id", spec.get("fund_id", asset), str, source)
+        # A fund pays shortfalls in one currency, and its decisions stay with one settle asset's
+        # engine (runtime/topology.py).
+        other = next((s for s in symbols.values() if s.fund_id == fund and s.settle_asset != asset), None)
+        if other is not None:
+            raise ConfigError(f"{where}.fund_id", source, f"fund {fund!r} already backs {other.symbol}, settled in "
+                              f"{other.settle_asset}; a fund serves symbols of one settle asset ({asset} here)")
         symbols[name] = SymbolSpec(name, asset, fund, **steps)
     return symbols
 
@@ -229,6 +241,8 @@ def load_settings(
             raise ConfigError(key, source, "must be >= 0")
         if key == "metrics_port" and not 0 <= value <= 65535:
             raise ConfigError(key, source, "must be a TCP port, 0 to 65535")
+        if key == "state_replication_factor" and not (value == -1 or value >= 1):
+            raise ConfigError(key, source, "must be -1 (the broker's default) or >= 1")
         if key == "fund_floor" and value < 0:
             raise ConfigError(key, source, "must be >= 0 (the fund never goes negative)")
     topic_names = {}

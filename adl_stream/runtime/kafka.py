@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -21,15 +21,26 @@ def _with_passthrough(settings: Settings, defaults: dict) -> dict:
 
 
 def consumer_config(settings: Settings) -> dict:
+    """The group member: subscribed to the changelog topic, whose partitions are the tasks."""
     return _with_passthrough(settings, {
         "group.id": settings.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        # Co-partitioned input topics: the range assignor gives one instance the same partition
-        # number of every input topic, so a symbol's events meet in one instance.
         "partition.assignment.strategy": "range",
+    })
+
+
+def input_consumer_config(settings: Settings) -> dict:
+    """The reader of the inputs (and of the changelog, to restore): assigned partitions, no group
+    membership, no commits (the offsets live in the changelog's commit markers)."""
+    return _with_passthrough(settings, {
+        "group.id": f"{settings.group_id}.inputs",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
     })
 
 
@@ -84,6 +95,27 @@ def check_topics(settings: Settings) -> dict[str, int]:
     if len(set(inputs.values())) != 1:
         raise StartupError(f"input topics must have the same partition count (co-partitioned), got {inputs}")
     return counts
+
+
+def ensure_changelog(settings: Settings, topic: str, create: bool = True) -> int:
+    """The partition count (= task count) of the changelog topic, creating it (compacted) when
+    missing and ``create``. Kafka Streams creates its internal topics the same way; where the
+    processor may not create topics, create it beforehand (``deploy/kafka/create-topics.sh``)."""
+    admin = AdminClient(_with_passthrough(settings, {}))
+    metadata = admin.list_topics(timeout=10)
+    if topic in metadata.topics and metadata.topics[topic].error is None:
+        return len(metadata.topics[topic].partitions)
+    partitions = settings.state_partitions or len(metadata.topics[settings.topics.fills].partitions)
+    if not create:
+        return partitions
+    new = NewTopic(topic, partitions, settings.state_replication_factor, config={"cleanup.policy": "compact"})
+    try:
+        admin.create_topics([new])[topic].result(timeout=30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another instance created it first
+            raise StartupError(f"cannot create the changelog topic {topic!r} ({exc.args[0]}); create it "
+                               f"(compacted, {partitions} partitions) or grant the processor CreateTopics") from None
+    return len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
 
 
 def create_missing_topics(settings: Settings, names, partitions: int | None = None) -> None:

@@ -39,9 +39,10 @@ class ProcessorMetrics:
         self.dead_letters = Counter("adl_dead_letters", "Input records sent to the dead-letter topic.", ["reason", "topic"], registry=r)
         self.events = Counter("adl_events_processed", "Input records processed (restore excluded).", ["topic"], registry=r)
         self.duplicates = Counter("adl_duplicate_events", "Input records ignored as repeated ids.", ["topic"], registry=r)
-        self.restored = Counter("adl_restore_events", "Input records re-applied to rebuild state at start.", ["topic"], registry=r)
+        self.restored = Counter("adl_restore_events", "Records read to rebuild state: changelog records at restore, input records below a replay's start.", ["topic"], registry=r)
+        self.committed_offset = Gauge("adl_committed_input_offset", "Input offset committed (next to apply) by the engine of a settle asset.", ["settle_asset", "topic", "partition"], registry=r)
         self.ready = Gauge("adl_ready", "1 when state is restored and partitions are assigned.", registry=r)
-        self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last state restore.", registry=r)
+        self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last restore of assigned tasks from the changelog.", registry=r)
         self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})
 

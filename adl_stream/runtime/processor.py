@@ -1,16 +1,20 @@
-"""``adl-stream run``: the consume -> decode -> apply -> produce -> commit loop.
+"""``adl-stream run``: the consume -> route -> apply -> produce -> commit loop.
 
-The engine is the only place that computes; this module moves bytes. Each consumed batch is
-decoded and merged across partitions in event-time order (:mod:`.merge`); released records are
-applied and their outputs produced, and every ``batch_size`` records or ``commit_interval_ms``
-(whichever comes first) the :class:`Checkpoint` commits outputs and input offsets together (a
-Kafka transaction; or, at-least-once, offsets after acknowledged outputs).
+The engine is the only place that computes; this module moves bytes. Work is split into tasks
+(:mod:`.topology`): each settle asset has its own engine fed with that asset's records, and the
+settle assets are grouped into tasks, one per partition of the changelog topic. The consumer group
+(subscribed to the changelog topic) hands each instance its tasks; a second consumer reads every
+input partition and routes each record to the engine of its settle asset, skipping the assets of
+tasks owned elsewhere. Per settle asset, records are merged across partitions in event-time order
+(:mod:`.merge`) and applied; their outputs are produced, and every ``batch_size`` records or
+``commit_interval_ms`` (whichever comes first) the :class:`Checkpoint` commits the outputs, the
+changed state entities and each task's input offsets (its commit marker) in one Kafka transaction.
 
-State is rebuilt from the input topics: the first time this process is assigned a partition it
-reads it from the beginning, re-applying the records below the group's committed offset to the
-engine without producing anything (restore), and processing live from there. While a partition
-restores, the merge waits for it, so restored records are applied in the same order on every run.
-``/readyz`` turns ready once every assigned partition has passed its committed offset.
+On assignment a task is restored from its changelog partition up to the group's committed offset
+(:mod:`.changelog`), then its assets resume at the input offsets of the last marker. ``/readyz``
+turns ready once every assigned task is restored. On revocation the instance applies what the
+merge may release and commits before letting the tasks go; a task revoked and assigned back with
+no commit from anyone else in between keeps its state without a restore.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ..engine import (
     BalanceUpdate,
@@ -32,43 +38,75 @@ from ..engine import (
     Outcome,
     Rejected,
 )
+from ..engine.state import restore, take_changes
 from ..wire import Codec
+from .changelog import (
+    COMMIT_KEY,
+    TXN_HEADER,
+    Offsets,
+    changelog_topic,
+    encode_entity,
+    encode_marker,
+    fold,
+    read_partition,
+)
 from .checkpoint import Checkpoint, DeliveryFailed, Fenced
 from .config import Settings, redacted
-from .kafka import check_topics, consumer_config, producer_config
+from .kafka import (
+    check_topics,
+    consumer_config,
+    ensure_changelog,
+    input_consumer_config,
+    producer_config,
+)
 from .merge import EventTimeMerger
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
+from .topology import UNROUTED, Topology, task_of
 
 log = structlog.get_logger("adl_stream.processor")
 
 EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
+
+PartitionKey = tuple[str, int]
 
 
 class FatalError(RuntimeError):
     pass
 
 
+@dataclass
+class Domain:
+    """One settle asset: its engine, its event-time merge and the input offsets it has applied."""
+
+    asset: str
+    engine: Engine
+    merger: EventTimeMerger
+    offsets: Offsets = field(default_factory=dict)  # next input offset to apply, per partition
+    committed: Offsets = field(default_factory=dict)  # offsets of the last marker written
+
+
+@dataclass
+class Task:
+    id: int
+    domains: dict[str, Domain]
+    committed_end: int = -1  # changelog offset after this instance's last marker for the task
+
+
 class Processor:
     def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None, codec: Codec | None = None,
                  start_at=None, until_caught_up: bool = False, dry_run=None) -> None:
         """``start_at(consumer, partitions) -> {(topic, partition): offset}`` sets where output
-        starts for partitions the group has no committed offset for (replay); ``until_caught_up``
-        stops once every input is consumed; ``dry_run`` is a text stream that receives the outputs
-        as JSON lines instead of Kafka (no producer, no commits)."""
+        starts (replay: below it, records only build state); ``until_caught_up`` stops once every
+        input is consumed; ``dry_run`` is a text stream that receives the outputs as JSON lines
+        instead of Kafka (no group, no producer, no changelog: the instance owns every task)."""
         self._start_at = start_at
         self._until_caught_up = until_caught_up
         self._dry_run = dry_run
         self.settings = settings
         self.metrics = metrics or ProcessorMetrics()
         self.codec = codec or Codec()
-        self.engine = Engine(
-            settings.symbols,
-            trigger=settings.trigger(),
-            ranking=settings.ranking(),
-            reservation_timeout_ms=settings.reservation_timeout_ms,
-            dedup_window_ms=settings.dedup_window_ms,
-        )
+        self.changelog = changelog_topic(settings.group_id)
         t = settings.topics
         self._record_type = {
             t.fills: Fill,
@@ -78,20 +116,41 @@ class Processor:
             t.liquidation_shortfalls: LiquidationShortfall,
         }
         # Same event time: funds and wallets first, then marks and fills, shortfalls last.
-        self._merger = EventTimeMerger({t.insurance_fund: 0, t.balances: 1, t.mark_prices: 2, t.fills: 3,
-                                        t.liquidation_shortfalls: 4}, settings.max_idle_ms)
-        self._restored: set[tuple[str, int]] = set()  # partitions whose state this process has rebuilt
-        self._resume: dict[tuple[str, int], int] = {}  # partitions restoring: their committed offset
-        self._live_from: dict[tuple[str, int], int] = {}  # below this offset, apply without output
-        self._restore_started: float | None = None
-        self._assigned: list[TopicPartition] = []
+        self._priority = {t.insurance_fund: 0, t.balances: 1, t.mark_prices: 2, t.fills: 3, t.liquidation_shortfalls: 4}
+        self.topology: Topology | None = None
+        self.tasks: dict[int, Task] = {}
+        self._suspended: dict[int, Task] = {}  # revoked, kept in case they come back unchanged
+        self._inputs: list[PartitionKey] = []
+        self._live_from: Offsets = {}  # replay: below this offset, apply without output
+        self._routed: Offsets = {}  # next offset the input consumer returns, per partition
+        self._assigned = False  # the group has given this instance its tasks (and they are restored)
         self._uncommitted = 0  # records applied since the last commit
         self._transaction_started = 0.0
         self._commit_interval_s = settings.commit_interval_ms / 1000
+        self._run_id = uuid.uuid4().hex[:12]
+        self._commits = 0
         self.health: HealthServer | None = None
-        self.consumer: Consumer | None = None
+        self.consumer: Consumer | None = None  # group membership (the changelog topic)
+        self.inputs: Consumer | None = None  # every input partition, assigned
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
+
+    # -- state views (tests, demo, bench) ---------------------------------------------------------
+
+    def domain(self, asset: str) -> Domain:
+        """The domain of ``asset`` among the owned tasks (KeyError when another instance owns it)."""
+        return self.tasks[task_of(asset, self.topology.tasks)].domains[asset]
+
+    def domains(self):
+        for task_id in sorted(self.tasks):
+            yield from self.tasks[task_id].domains.values()
+
+    def fund_balances(self) -> dict:
+        return {fund: balance for d in self.domains() for fund, balance in d.engine.funds.balances().items()}
+
+    def apply_record(self, engine: Engine, record) -> Outcome:
+        """The one call into the engine (a seam for tests and benchmarks)."""
+        return engine.apply(record)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -100,24 +159,32 @@ class Processor:
         stop = stop or threading.Event()
         s = self.settings
         log.info("starting", bootstrap_servers=s.bootstrap_servers, group_id=s.group_id,
-                 policy=self.engine.policy, symbols=sorted(s.symbols), kafka=redacted(s.kafka))
+                 policy=f"{s.trigger_policy}/{s.ranking_policy}", symbols=sorted(s.symbols), kafka=redacted(s.kafka))
         partitions = check_topics(s)
+        tasks = ensure_changelog(s, self.changelog, create=self._dry_run is None)
+        self.topology = Topology(s.symbols, tasks)
+        self._inputs = sorted((topic, p) for topic in s.topics.inputs() for p in range(partitions[topic]))
         self.health = HealthServer(self.metrics, s.metrics_host, s.metrics_port).start()
-        log.info("metrics_serving", port=self.health.port, partitions=partitions)
+        log.info("metrics_serving", port=self.health.port, partitions=partitions, tasks=tasks,
+                 assets_of_task={t: assets for t, assets in self.topology.assets_of_task.items() if assets})
         self.metrics.start_series(s.symbols, float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0)
-        self.consumer = Consumer({"statistics.interval.ms": 5000, **consumer_config(s), "stats_cb": self._on_stats})
-        if self._dry_run is not None:
-            producer = None
-            self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
-        else:
-            producer = Producer(producer_config(s))
-            if s.exactly_once:
-                producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
-            self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
-                                         transactions=self.metrics.transactions)
-        self.consumer.subscribe(list(s.topics.inputs()), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.inputs = Consumer({"statistics.interval.ms": 5000, **input_consumer_config(s), "stats_cb": self._on_stats})
+        if self._start_at is not None:
+            self._live_from = self._start_at(self.inputs, [TopicPartition(t, p) for t, p in self._inputs])
+        producer = None
         code = EXIT_OK
         try:
+            if self._dry_run is not None:
+                self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
+                self._take_tasks(list(range(tasks)), {})
+            else:
+                producer = Producer(producer_config(s))
+                if s.exactly_once:
+                    producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
+                self.consumer = Consumer(consumer_config(s))
+                self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
+                                             transactions=self.metrics.transactions)
+                self.consumer.subscribe([self.changelog], on_assign=self._on_assign, on_revoke=self._on_revoke)
             while not stop.is_set():
                 self._step()
                 if self._until_caught_up and self._caught_up_everywhere():
@@ -130,11 +197,11 @@ class Processor:
                       "without producing")
             code = EXIT_FENCED
         except (FatalError, DeliveryFailed) as exc:
-            log.error("fatal", error=str(exc), hint="offsets of the failed batch were not committed; "
-                      "a restart processes it again")
+            log.error("fatal", error=str(exc), hint="the failed batch was not committed; a restart "
+                      "processes it again")
             code = EXIT_FATAL
         except Exception:
-            log.exception("internal_error", hint="offsets of the failed batch were not committed")
+            log.exception("internal_error", hint="the failed batch was not committed")
             code = EXIT_FATAL
         finally:
             if code == EXIT_OK:
@@ -143,7 +210,9 @@ class Processor:
                 self.checkpoint.abort()
                 self._decided.clear()
                 self._failed = True  # close() revokes: nothing more may be applied or committed
-            self.consumer.close()
+            if self.consumer is not None:
+                self.consumer.close()
+            self.inputs.close()
             if producer is not None and code == EXIT_OK:
                 # Only after a clean commit: after a fatal error (fencing) the outputs belong to
                 # an aborted transaction, and flushing a fatally failed producer raises.
@@ -153,77 +222,104 @@ class Processor:
             log.info("stopped", exit_code=code)
         return code
 
+    # -- tasks: assignment, restore, revocation ----------------------------------------------------
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
-        starts = self._start_at(consumer, committed) if self._start_at else {}
-        for tp in committed:
-            key = (tp.topic, tp.partition)
-            if key in self._restored:
-                continue  # state already rebuilt by this process: resume at the committed offset
-            # Not yet rebuilt (first assignment, or revoked before its restore finished): read the
-            # partition from its start; below the committed offset, apply without output.
-            self._resume.pop(key, None)
-            offset = tp.offset if tp.offset >= 0 else starts.get(key, 0)  # a resumed replay keeps its commits
-            self._live_from[key] = offset
-            if offset > 0:
-                low, _ = consumer.get_watermark_offsets(tp, timeout=10)
-                if low > 0:
-                    log.warning("restore_incomplete", topic=tp.topic, partition=tp.partition, low_watermark=low,
-                                hint="retention removed the start of the topic; state before it is lost")
-                self._resume[key] = offset
-            else:
-                self._restored.add(key)  # nothing committed: nothing to rebuild
-            tp.offset = OFFSET_BEGINNING
-        if self._resume and self._restore_started is None:
-            self._restore_started = time.monotonic()
-        consumer.assign(committed)
-        self._assigned = committed
-        self._merger.assign((tp.topic, tp.partition) for tp in committed)
-        log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in committed],
-                 restoring=len(self._resume))
-        self._update_readiness(self._restoring())
+        consumer.assign(partitions)
+        consumer.pause(partitions)  # membership only: the restore reads the changelog itself
+        self._take_tasks([tp.partition for tp in committed], {tp.partition: tp.offset for tp in committed})
+
+    def _take_tasks(self, task_ids: list[int], committed: dict[int, int]) -> None:
+        started = time.monotonic()
+        restored = 0
+        for task_id in sorted(task_ids):
+            end = committed.get(task_id, -1)
+            task = self._suspended.pop(task_id, None)
+            if task is None or task.committed_end != end:  # new here, or committed by another since
+                task = self._restore(task_id, end)
+                restored += 1
+            self.tasks[task_id] = task
+        self._suspended.clear()
+        self._reposition()
+        duration = time.monotonic() - started
+        if restored:
+            self.metrics.restore_duration.set(duration)
+        log.info("tasks_assigned", tasks=sorted(self.tasks), restored=restored, duration_s=round(duration, 3),
+                 assets=[d.asset or "(unrouted)" for d in self.domains()])
+        self._assigned = True
+        self.health.set_ready(True)
+
+    def _restore(self, task_id: int, end: int) -> Task:
+        """The task rebuilt from its changelog partition up to ``end`` (nothing when < 0)."""
+        s, started = self.settings, time.monotonic()
+        messages = read_partition(input_consumer_config(s), self.changelog, task_id, end) if end > 0 else []
+        state = fold(messages)
+        task = Task(task_id, {}, end)
+        for asset in self.topology.assets_of_task[task_id]:
+            domain = self._new_domain(asset)
+            restore(domain.engine, state.entities.get(asset, {}))
+            domain.offsets = dict(state.offsets.get(asset, {}))
+            domain.committed = dict(domain.offsets)
+            for (topic, partition), offset in domain.offsets.items():
+                self.metrics.committed_offset.labels(asset, topic, str(partition)).set(offset)
+            task.domains[asset] = domain
+        self.metrics.restored.labels(self.changelog).inc(state.records)
+        log.info("task_restored", task=task_id, changelog_records=state.records, discarded=state.discarded,
+                 duration_s=round(time.monotonic() - started, 3),
+                 input_offsets={d.asset or "(unrouted)": sum(d.offsets.values()) for d in task.domains.values()})
+        return task
+
+    def _new_domain(self, asset: str) -> Domain:
+        s = self.settings
+        engine = Engine(self.topology.symbols_of(asset), trigger=s.trigger(), ranking=s.ranking(),
+                        reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms)
+        return Domain(asset, engine, EventTimeMerger(self._priority, s.max_idle_ms))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Apply and commit what the merge may release (a restoring partition is still waited for:
-        # the order must not depend on the rebalance); what stays buffered is dropped uncommitted
-        # and read again from the committed offset by whoever gets the partition.
+        # Apply and commit what the merge may release; what stays buffered is dropped uncommitted
+        # and read again from the committed offsets by whoever gets the task.
         if not self._failed:
-            self._drain(self._restoring(), self._caught_up())
+            self._drain_all(self._caught_up())
             self._commit()
-        self._merger.drop((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
-            try:
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass  # no statistics came for it
-        self._assigned = []
+            task = self.tasks.pop(tp.partition, None)
+            if task is not None and not self._failed:
+                self._suspended[tp.partition] = task
+        self._reposition()
+        self._assigned = False
         self.health.set_ready(False)
-        log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        log.info("tasks_revoked", tasks=[tp.partition for tp in partitions])
 
-    def _restoring(self) -> frozenset[tuple[str, int]]:
-        """Restoring partitions not yet fetched up to their committed offset (the merge waits)."""
-        if not self._resume:
-            return frozenset()
-        positions = self.consumer.position([TopicPartition(t, p) for t, p in self._resume])
-        return frozenset((tp.topic, tp.partition) for tp in positions if tp.offset < self._resume[(tp.topic, tp.partition)])
-
-    def _update_readiness(self, waiting: frozenset[tuple[str, int]] = frozenset()) -> None:
-        for key in [k for k in self._resume if k not in waiting and not self._merger.buffered(k)]:
-            del self._resume[key]  # fetched past the committed offset and all of it applied
-            self._restored.add(key)
-            log.info("partition_restored", topic=key[0], partition=key[1], offset=self._live_from[key])
-        if not self._resume and self._restore_started is not None:
-            duration, self._restore_started = time.monotonic() - self._restore_started, None
-            self.metrics.restore_duration.set(duration)
-            log.info("restore_completed", duration_s=round(duration, 3), records=self.metrics.total("adl_restore_events_total"))
-        self.health.set_ready(bool(self._assigned) and not self._resume)
+    def _reposition(self) -> None:
+        """Read every input partition from the lowest offset an owned asset still needs; start every
+        merge afresh (what was buffered and not applied is read again)."""
+        positions = {key: min((d.offsets.get(key, 0) for d in self.domains()), default=0) for key in self._inputs}
+        for domain in self.domains():
+            domain.merger = EventTimeMerger(self._priority, self.settings.max_idle_ms)
+            domain.merger.assign(self._inputs)
+        self._routed = dict(positions)
+        if self.tasks:
+            self.inputs.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
+        else:
+            self.inputs.unassign()
+            for topic, partition in self._inputs:
+                try:
+                    self.metrics.consumer_lag.remove(topic, str(partition))
+                except KeyError:
+                    pass  # no statistics came for it
 
     # -- the loop ------------------------------------------------------------------------------
 
     def _step(self) -> None:
-        messages = self.consumer.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
-        consumed_at = time.monotonic()
         self.health.beat()
+        if self.consumer is not None:
+            self.consumer.poll(0)  # group membership: heartbeats and rebalances (the callbacks)
+        if not self.tasks:
+            time.sleep(self.settings.poll_timeout_ms / 1000)
+            return
+        messages = self.inputs.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
+        consumed_at = time.monotonic()
         for message in messages:
             error = message.error()
             if error is not None:
@@ -231,19 +327,12 @@ class Processor:
                     raise FatalError(f"fatal Kafka error: {error}")
                 log.warning("consumer_error", error=str(error))
                 continue
-            topic = message.topic()
-            try:
-                record = self.codec.decode(message.value(), self._record_type[topic])
-            except Rejected as rejected:
-                record = rejected
-            self._merger.add(topic, message.partition(), message.offset(), getattr(record, "ts", None),
-                             (message, record, consumed_at))
-        waiting = self._restoring()
+            self._route(message, consumed_at)
         caught_up = self._caught_up()
         batch_size = self.settings.batch_size
         while True:  # a transaction holds at most batch_size records and stays open commit_interval_ms
             room = batch_size - self._uncommitted
-            released = self._drain(waiting, caught_up, room)
+            released = self._drain_all(caught_up, room)
             if released and not self._uncommitted:
                 self._transaction_started = time.monotonic()
             self._uncommitted += released
@@ -253,16 +342,65 @@ class Processor:
                 self._commit()
             if released < room:
                 break
-        if self._resume or not self.health.ready:
-            self._update_readiness(waiting)
+
+    def _route(self, message, consumed_at: float) -> None:
+        """Hand the record to the merge of its settle asset, if this instance owns it."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        key = (topic, partition)
+        self._routed[key] = offset + 1
+        record_type = self._record_type[topic]
+        record = None
+        if record_type is BalanceUpdate:  # keyed by account: the asset is in the value
+            record = self._decode(message, record_type)
+            asset = UNROUTED if isinstance(record, Rejected) else self.topology.asset_of_record(record)
+        else:
+            asset = self.topology.asset_of_key(record_type is FundFlow, message.key())
+        task = self.tasks.get(task_of(asset, self.topology.tasks))
+        if task is None:
+            return
+        domain = task.domains[asset]
+        if offset < domain.offsets.get(key, 0):
+            return  # applied before (the partition is read from the lowest offset any asset needs)
+        if record is None:
+            record = self._decode(message, record_type)
+        if not isinstance(record, Rejected) and self.topology.asset_of_record(record) != asset:
+            record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
+                              f"the record to {self.topology.asset_of_record(record)!r}")
+        domain.merger.add(topic, partition, offset, getattr(record, "ts", None), (message, record, consumed_at))
+
+    def _decode(self, message, record_type):
+        try:
+            return self.codec.decode(message.value(), record_type)
+        except Rejected as rejected:
+            return rejected
+
+    def _drain_all(self, caught_up: frozenset[PartitionKey], limit: int | None = None) -> int:
+        """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records."""
+        count = 0
+        for domain in self.domains():
+            for message, record, consumed_at in domain.merger.release(frozenset(), caught_up):
+                self._process(domain, message, record, consumed_at)
+                count += 1
+                if count == limit:
+                    return count
+        return count
 
     def _commit(self) -> None:
+        if self._dry_run is None:
+            self._write_changelog()
         self.checkpoint.commit()
         self._uncommitted = 0
         m = self.metrics
-        for fund_id, balance in self.engine.funds.balances().items():
+        for task in self.tasks.values():
+            end = self.checkpoint.committed_marks.get((self.changelog, task.id))
+            if end is not None:
+                task.committed_end = end
+                for domain in task.domains.values():
+                    for (topic, partition), offset in domain.committed.items():
+                        m.committed_offset.labels(domain.asset, topic, str(partition)).set(offset)
+        for fund_id, balance in self.fund_balances().items():
             m.fund_balance.labels(fund_id).set(float(balance))
-        m.reservations_open.set(len(self.engine.reservations))
+        m.reservations_open.set(sum(len(d.engine.reservations) for d in self.domains()))
         if self._decided:  # their decisions and orders are visible from now on
             now, wall = time.monotonic(), time.time()
             for symbol, consumed_at, ts in self._decided:
@@ -270,13 +408,33 @@ class Processor:
                 m.event_to_output.labels(symbol).observe(max(0.0, wall - ts / 1000))
             self._decided.clear()
 
+    def _write_changelog(self) -> None:
+        """Produce, per owned task, the entities changed and its commit marker (when anything moved)."""
+        self._commits += 1
+        headers = [(TXN_HEADER, f"{self._run_id}:{self._commits}".encode())]
+        for task_id in sorted(self.tasks):
+            task, moved = self.tasks[task_id], False
+            for domain in task.domains.values():
+                for key, value in take_changes(domain.engine):
+                    raw_key, raw_value = encode_entity(domain.asset, key, value)
+                    self.checkpoint.produce(self.changelog, raw_key, raw_value, headers, partition=task_id)
+                    moved = True
+                for key, routed in self._routed.items():  # nothing of this asset is buffered below it
+                    if routed > domain.offsets.get(key, 0) and not domain.merger.buffered(key):
+                        domain.offsets[key] = routed
+                moved = moved or domain.offsets != domain.committed
+            if moved:
+                for domain in task.domains.values():
+                    domain.committed = dict(domain.offsets)
+                marker = encode_marker({d.asset: d.offsets for d in task.domains.values()})
+                self.checkpoint.produce(self.changelog, COMMIT_KEY, marker, headers, partition=task_id, mark=True)
+
     def _on_stats(self, raw: str) -> None:
         """librdkafka statistics (every ``statistics.interval.ms``): the lag of each assigned partition.
 
-        The lag is the last stable offset (``read_committed``) minus the position of this consumer
-        (from the low watermark while it has consumed nothing: a restore reads from there). Not the
-        statistics' own ``consumer_lag``: it counts from the committed offset, which a
-        transactional processor commits through its producer, so the consumer never learns it."""
+        The lag is the last stable offset (``read_committed``) minus the position of the input
+        consumer (from the low watermark while it has consumed nothing). Not the statistics' own
+        ``consumer_lag``: it counts from a committed offset, and the input consumer commits none."""
         for topic, of_topic in json.loads(raw).get("topics", {}).items():
             for partition, stats in of_topic.get("partitions", {}).items():
                 if partition == "-1" or not stats.get("desired"):
@@ -286,54 +444,40 @@ class Processor:
                 if end >= 0 and position >= 0:
                     self.metrics.consumer_lag.labels(topic, partition).set(max(0, end - position))
 
-    def _caught_up(self) -> frozenset[tuple[str, int]]:
-        """Empty partitions whose position reached the high watermark of their last fetch."""
-        empty = [TopicPartition(t, p) for t, p in self._merger.empty()]
-        if not empty:
+    def _caught_up(self) -> frozenset[PartitionKey]:
+        """Input partitions whose position reached the high watermark of their last fetch."""
+        if not self.tasks:
             return frozenset()
         caught_up = set()
-        for tp in self.consumer.position(empty):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+        for tp in self.inputs.position([TopicPartition(t, p) for t, p in self._inputs]):
+            _, high = self.inputs.get_watermark_offsets(tp, cached=True)
             if high >= 0 and (tp.offset >= high or (high == 0 and tp.offset < 0)):
                 caught_up.add((tp.topic, tp.partition))
         return frozenset(caught_up)
 
     def _caught_up_everywhere(self) -> bool:
-        """Every assigned partition restored, consumed to its last fetched high watermark, applied."""
-        if not self._assigned or self._resume or len(self._merger):
+        """Tasks assigned, every input consumed to its last fetched high watermark and applied."""
+        if not self._assigned or any(len(d.merger) for d in self.domains()):
             return False
-        return len(self._caught_up()) == len(self._assigned)
+        return len(self._caught_up()) == len(self._inputs)
 
-
-    def _drain(self, waiting: frozenset[tuple[str, int]], caught_up: frozenset[tuple[str, int]] = frozenset(),
-               limit: int | None = None) -> int:
-        """Apply what the merge releases, up to ``limit`` records; return how many that was."""
-        count = 0
-        for message, record, consumed_at in self._merger.release(waiting, caught_up):
-            self._process(message, record, consumed_at)
-            count += 1
-            if count == limit:
-                break
-        return count
-
-    def _process(self, message, record, consumed_at: float) -> None:
+    def _process(self, domain: Domain, message, record, consumed_at: float) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
+        domain.offsets[(topic, partition)] = offset + 1
         live = offset >= self._live_from.get((topic, partition), 0)
         try:
             if isinstance(record, Rejected):
                 raise record
-            outcome = self.engine.apply(record)
+            outcome = self.apply_record(domain.engine, record)
         except Rejected as rejected:
             if live:
                 self._dead_letter(message, rejected)
-                self.checkpoint.processed(topic, partition, offset)
             return
-        if not live:  # restore: already committed; its offset must never move the commit back
+        if not live:  # replay: below the start, records only build state
             self.metrics.restored.labels(topic).inc()
             return
         self.metrics.events.labels(topic).inc()
         self._emit(topic, outcome, consumed_at)
-        self.checkpoint.processed(topic, partition, offset)
 
     def _emit(self, topic: str, outcome: Outcome, consumed_at: float) -> None:
         m, topics = self.metrics, self.settings.topics

@@ -77,6 +77,7 @@ class PrintingCheckpoint:
         self._types = {topics.adl_orders: AdlOrder, topics.adl_decisions: ShortfallDecision}
         self._topics = topics
         self.pending = 0
+        self.committed_marks: dict = {}
 
     def produce(self, topic: str, key, value: bytes, headers=None) -> None:
         if topic in self._types:
@@ -86,9 +87,6 @@ class PrintingCheckpoint:
             line = {"topic": topic, "dead_letter": dict((k, v.decode()) for k, v in headers or [])}
         self._stream.write(json.dumps(line, default=str) + "\n")  # decimals as exact strings
         self.pending += 1
-
-    def processed(self, topic: str, partition: int, offset: int) -> None:
-        pass
 
     def commit(self) -> int:
         self._stream.flush()

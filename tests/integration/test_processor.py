@@ -110,18 +110,22 @@ def test_bad_input_goes_to_the_dlq_with_its_reason_and_processing_goes_on(settin
     assert running.close() == 0
 
 
-def test_restart_rebuilds_state_from_the_inputs_without_emitting_again(settings, start_processor):
+def test_restart_restores_state_from_the_changelog_and_resumes_the_inputs_where_it_stopped(
+        settings, start_processor):
     first = start_processor(settings)
     feed = Feed(settings)
     run_scenario(feed, first)
-    before = first.processor.engine.snapshot()
+    before = first.processor.domain("USDT").engine.snapshot()
     assert first.close() == 0
 
-    second = start_processor(settings)  # same group: committed offsets say where live starts
-    assert second.processor.engine.snapshot() == before
-    assert metric(second.processor, "adl_events_processed_total") == 0
-    assert metric(second.processor, "adl_restore_events_total") == len(sc.STREAM)
-    assert metric(second.processor, "adl_restore_duration_seconds") > 0
+    second = start_processor(settings)  # same group: the changelog holds state and input offsets
+    p = second.processor
+    assert p.domain("USDT").engine.snapshot() == before
+    assert metric(p, "adl_restore_events_total", topic=p.changelog) > 0
+    assert metric(p, "adl_restore_events_total") == metric(p, "adl_restore_events_total", topic=p.changelog)
+    assert metric(p, "adl_committed_input_offset", settle_asset="USDT") == len(sc.STREAM)  # inputs not re-read
+    assert metric(p, "adl_events_processed_total") == 0
+    assert metric(p, "adl_restore_duration_seconds") > 0
     # New input after the restart is decided on the restored state. At 70 s E3's restored
     # reservations (until 66 s) have expired; B still holds 3 long. S1 is now short 2 at entry 120
     # with wallet 150 (100 + 50 realized by E2:2): upnl 60, pnl 0.25, leverage 180/210 -> 0.214,
@@ -163,16 +167,16 @@ def test_a_transaction_is_bounded_by_count_and_by_time(settings, start_processor
 
 def test_an_internal_error_stops_the_instance_without_committing_past_it(settings, start_processor):
     first = start_processor(settings)
-    engine, failed = first.processor.engine, []
-    apply = engine.apply
+    processor, failed = first.processor, []
+    apply = processor.apply_record
 
-    def apply_broken_from_e3_on(record):  # a bug: the engine fails on E3 and on all after it
+    def apply_broken_from_e3_on(engine, record):  # a bug: the engine fails on E3 and on all after it
         if getattr(record, "event_id", None) == "E3" or failed:
             failed.append(record)
             raise RuntimeError("a bug in the engine")
-        return apply(record)
+        return apply(engine, record)
 
-    engine.apply = apply_broken_from_e3_on
+    processor.apply_record = apply_broken_from_e3_on
     Feed(settings).send(*sc.STREAM)
     first.thread.join(30)
     assert failed and first.exit_code == EXIT_FATAL
