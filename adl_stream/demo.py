@@ -100,9 +100,9 @@ def _plain(value):
     return f"{value.normalize():f}" if isinstance(value, Decimal) else value  # exact, without trailing zeros
 
 
-#: The demo publishes while the processor runs, on the same cores: a partition may fall behind the
-#: others by more than the production default (100 ms) and be overtaken. Waiting longer keeps the
-#: processing order the event-time order, so the decisions equal the simulator's prediction.
+#: The demo's processor shares two cores with the broker: a partition's fetch may come later than
+#: the production default (100 ms) after the others'. Waiting longer keeps the processing order the
+#: event-time order, so the decisions equal the simulator's prediction.
 DEMO_MAX_IDLE_MS = 2_000
 
 
@@ -136,6 +136,23 @@ def run_demo(scenario: Scenario, output: Path, *, metrics_port: int = 0, partiti
 
 def _run(settings: Settings, scenario: Scenario, output: Path, console: Console) -> DemoReport:
     simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking())
+    columns = (SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
+    # The market is on the topics before the processor starts: records still being produced while
+    # the processor has caught up could be overtaken by later ones of another partition (the merge
+    # waits for lagging partitions, not for a producer), and the decisions must equal the prediction.
+    with Progress(*columns, console=console) as progress:
+        simulate = progress.add_task("simulate the market", total=None, note="")
+        records = []
+        for record in simulator.records():
+            records.append(record)
+            if len(records) % 2_000 == 0:
+                progress.update(simulate, completed=len(records))
+        progress.update(simulate, total=len(records), completed=len(records),
+                        note=f"{len(simulator.tape.decisions)} shortfalls")
+        publish = progress.add_task("publish to Kafka", total=len(records), note="")
+        publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers}, settings.topics)
+        publisher.send_all(records, lambda n: progress.update(publish, completed=n))
     with open(output / "processor.log", "w") as log:
         configure_logging("json", "info", log)
         processor = Processor(settings)
@@ -149,19 +166,7 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
                 raise RuntimeError(f"the processor stopped at start; see {output / 'processor.log'}")
             metrics_url = f"http://127.0.0.1:{processor.health.port}/metrics"
             console.print(f"Processor ready; metrics at {metrics_url}")
-            with Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console) as progress:
-                simulate = progress.add_task("simulate the market", total=None, note="")
-                records = []
-                for record in simulator.records():
-                    records.append(record)
-                    if len(records) % 2_000 == 0:
-                        progress.update(simulate, completed=len(records))
-                progress.update(simulate, total=len(records), completed=len(records),
-                                note=f"{len(simulator.tape.decisions)} shortfalls")
-                publish = progress.add_task("publish to Kafka", total=len(records), note="")
-                publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers}, settings.topics)
-                publisher.send_all(records, lambda n: progress.update(publish, completed=n))
+            with Progress(*columns, console=console) as progress:
                 process = progress.add_task("process", total=len(records), note="")
                 decide = progress.add_task("decide shortfalls", total=len(simulator.tape.decisions), note="")
 

@@ -72,6 +72,8 @@ class Checkpoint:
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                self._raise_for(self._cause(exc.args[0]), "produce failed: ")
         self.pending += 1
 
     def commit(self) -> int:
@@ -81,7 +83,7 @@ class Checkpoint:
         if not self.pending:
             return 0
         # Every record acknowledged first: the marker offsets are known only from their delivery.
-        remaining = self._producer.flush(self._timeout_s)
+        remaining = self._guard(self._producer.flush, self._timeout_s)
         if remaining:
             raise DeliveryFailed(f"{remaining} records not acknowledged within {self._timeout_s}s")
         if self._errors:
@@ -122,6 +124,17 @@ class Checkpoint:
             return call(*args)
         except KafkaException as exc:
             self._raise_for(exc.args[0], "transaction failed: ")
+
+    def _cause(self, error: KafkaError) -> KafkaError:
+        """The cause of a fatal error: once a transactional producer has failed, produce() only
+        says "Local: Fatal error"; a transactional call raises the error that made it fatal."""
+        if not (self._transactional and error.fatal() and error.code() == KafkaError._FATAL):
+            return error
+        try:
+            self._producer.abort_transaction(1)
+        except KafkaException as exc:
+            return exc.args[0]
+        return error
 
     def _raise_for(self, error: KafkaError, what: str):
         """Raise Fenced for a fencing error, else abort if the transaction needs it and raise
