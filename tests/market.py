@@ -21,8 +21,9 @@ from adl_stream.engine import (
     LiquidationShortfall,
     MarkPrice,
     Rejected,
+    SymbolSpec,
 )
-from tests.scenarios import SYMBOLS
+
 
 TENTH = D("0.1")
 CENT = D("0.01")
@@ -36,14 +37,25 @@ class Market:
     engine: Engine
 
 
-def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls: int = 60) -> Market:
+def symbols_of(asset: str) -> dict[str, SymbolSpec]:
+    """BTC<asset> in fund <asset>, ETH<asset> in fund <asset>-ALT (for USDT: tests.scenarios.SYMBOLS)."""
+    return {f"BTC{asset}": SymbolSpec(f"BTC{asset}", asset, asset),
+            f"ETH{asset}": SymbolSpec(f"ETH{asset}", asset, f"{asset}-ALT")}
+
+
+def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls: int = 60, asset: str = "USDT",
+             start: int = 1_000) -> Market:
+    """The market of ``asset``'s two symbols; ids of another asset than USDT start with ``<asset>-``,
+    and event times are ``start``, ``start + 10``, ..."""
+    symbols = symbols_of(asset)
     rng = random.Random(seed)
-    engine = Engine(SYMBOLS)
+    engine = Engine(symbols)
     market = Market([], [], [], engine)
-    clock = iter(range(1_000, 10**9, 10))
-    names = [f"A{i:03d}" for i in range(accounts)]
-    marks = {"BTCUSDT": D(100), "ETHUSDT": D(50)}
-    fill_ids = iter(range(10**9))
+    clock = iter(range(start, 10**9, 10))
+    prefix = "" if asset == "USDT" else f"{asset}-"
+    names = [f"{prefix}A{i:03d}" for i in range(accounts)]
+    marks = {f"BTC{asset}": D(100), f"ETH{asset}": D(50)}
+    fill_ids = iter(f"{prefix}f{i}" for i in range(10**9))
 
     def emit(record) -> bool:
         try:
@@ -62,12 +74,12 @@ def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls:
         price = (marks[symbol] * D(rng.randint(990, 1010)) / 1000).quantize(CENT)
         ts = next(clock)
         for account, side in ((buyer, "BUY"), (seller, "SELL")):
-            emit(Fill(f"f{next(fill_ids)}", account, symbol, side, qty, price, (qty * CENT).quantize(CENT), "TRADE", None, ts))
+            emit(Fill(next(fill_ids), account, symbol, side, qty, price, (qty * CENT).quantize(CENT), "TRADE", None, ts))
 
     for name in names:
-        emit(BalanceUpdate(name, "USDT", D(rng.randint(200, 3000)), next(clock)))
-    emit(FundFlow("seed-usdt", "USDT", "DEPOSIT", D(1500), next(clock)))
-    emit(FundFlow("seed-alt", "USDT-ALT", "DEPOSIT", D(800), next(clock)))
+        emit(BalanceUpdate(name, asset, D(rng.randint(200, 3000)), next(clock)))
+    emit(FundFlow(f"{prefix}seed-{asset.lower()}", asset, "DEPOSIT", D(1500), next(clock)))
+    emit(FundFlow(f"{prefix}seed-alt", f"{asset}-ALT", "DEPOSIT", D(800), next(clock)))
     for symbol, mark in marks.items():
         emit(MarkPrice(symbol, mark, next(clock)))
     for _ in range(trades // 2):  # books before the crash
@@ -91,18 +103,18 @@ def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls:
         qty = max(TENTH, (bankrupt.free * D(rng.randint(20, 100)) / 100).quantize(TENTH))
         qty = min(qty, bankrupt.free)
         shortfall = D(rng.randint(20, 400))
-        event = LiquidationShortfall(f"E{made:03d}", bankrupt.account_id, symbol, "LONG", qty,
+        event = LiquidationShortfall(f"{prefix}E{made:03d}", bankrupt.account_id, symbol, "LONG", qty,
                                      (marks[symbol] * D("0.97")).quantize(CENT), shortfall, next(clock))
         before = len(market.orders)
         if not emit(event):
             continue
         made += 1
         if rng.random() < 0.3:
-            emit(FundFlow(f"surplus{made}", SYMBOLS[symbol].fund_id, "LIQUIDATION_SURPLUS", D(rng.randint(10, 200)), next(clock)))
+            emit(FundFlow(f"{prefix}surplus{made}", symbols[symbol].fund_id, "LIQUIDATION_SURPLUS", D(rng.randint(10, 200)), next(clock)))
         for order in market.orders[before:]:
             if rng.random() < 0.5:  # the exchange executes about half of the orders in the run
                 ts = next(clock)
                 for account, side in ((order.account_id, order.side), (order.bankrupt_account_id, "SELL")):
-                    emit(Fill(f"f{next(fill_ids)}", account, symbol, side, order.quantity, order.price,
+                    emit(Fill(next(fill_ids), account, symbol, side, order.quantity, order.price,
                               D(0), "ADL", order.order_id, ts))
     return market

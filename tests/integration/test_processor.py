@@ -86,6 +86,9 @@ def test_bad_input_goes_to_the_dlq_with_its_reason_and_processing_goes_on(settin
         (t.fills, "DOGEUSDT", codec.encode(sc.fill("n2", "A", "BUY", 1, 1, 9_000, symbol="DOGEUSDT")), "unknown_symbol"),
         (t.liquidation_shortfalls, "BTCUSDT", codec.encode(sc.shortfall("X1", "nobody", 1, 90, 5, 9_000)), "unknown_position"),
         (t.fills, "BTCUSDT", codec.encode(sc.MarkPrice("BTCUSDT", D(1), 9_000)), "wrong_schema"),
+        # Keyed against SPEC §2: the key routes to another settle asset (or none) than the record.
+        (t.fills, "DOGEUSDT", codec.encode(sc.fill("n3", "A", "BUY", 1, 1, 9_000)), "key_mismatch"),
+        (t.mark_prices, "BTCUSDT", codec.encode(sc.MarkPrice("DOGEUSDT", D(1), 9_000)), "key_mismatch"),
     ]
     sources = {value: feed.send_raw(topic, key, value) for topic, key, value, _ in bad}
     feed.send(sc.E1)  # a valid record after the bad ones

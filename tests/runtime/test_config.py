@@ -64,6 +64,8 @@ def test_secrets_stay_out_of_repr_and_logs(config):
         ({"ADL_BATCH_SIZE": "0"}, "batch_size", "> 0"),
         ({"ADL_BOOTSTRAP_SERVER": "x"}, "bootstrap_server", "unknown setting"),
         ({"ADL_TOPIC_FILS": "x"}, "topics.fils", "unknown topic"),
+        ({"ADL_STATE_PARTITIONS": "-2"}, "state_partitions", ">= 0"),
+        ({"ADL_STATE_REPLICATION_FACTOR": "0"}, "state_replication_factor", "-1 (the broker's default) or >= 1"),
     ],
 )
 def test_invalid_settings_name_the_setting_and_the_source(config, env, setting, words):
@@ -83,6 +85,8 @@ def test_invalid_settings_name_the_setting_and_the_source(config, env, setting, 
         (BASE.replace('[symbols.BTCUSDT]', 'grup_id = "x"\n[symbols.BTCUSDT]'), "grup_id", "unknown setting"),
         ("bootstrap_servers = 'x'\n", "symbols", "no symbol declared"),
         ("not toml ===", "config", "not valid TOML"),
+        (BASE + '[symbols.ETHUSDC]\nsettle_asset = "USDC"\nfund_id = "USDT-ALT"\n', "symbols.ETHUSDC.fund_id",
+         "a fund serves symbols of one settle asset"),
     ],
 )
 def test_invalid_files_name_the_setting(config, text, setting, words):
