@@ -135,7 +135,7 @@ def restore(settings: Settings, expected: int) -> dict:
     assert m.total("adl_orders_total") == 0, "a restart decided again"
     records = m.total("adl_restore_events_total", topic=processor.changelog)
     seconds = m.total("adl_restore_duration_seconds")
-    return {"records": int(records), "inputs": expected, "positions": sum(len(d.engine.book) for d in processor.domains()),
+    return {"records": int(records), "inputs": expected, "positions": sum(len(d.engine.book) for d in processor.domains(revoked=True)),
             "seconds": round(seconds, 3), "events_per_s": round(records / seconds)}
 
 

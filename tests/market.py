@@ -24,7 +24,6 @@ from adl_stream.engine import (
     SymbolSpec,
 )
 
-
 TENTH = D("0.1")
 CENT = D("0.01")
 

@@ -141,9 +141,11 @@ class Processor:
         """The domain of ``asset`` among the owned tasks (KeyError when another instance owns it)."""
         return self.tasks[task_of(asset, self.topology.tasks)].domains[asset]
 
-    def domains(self):
-        for task_id in sorted(self.tasks):
-            yield from self.tasks[task_id].domains.values()
+    def domains(self, revoked: bool = False):
+        """The domains of the owned tasks (and, ``revoked``, of those let go since: after a stop)."""
+        tasks = {**self._suspended, **self.tasks} if revoked else self.tasks
+        for task_id in sorted(tasks):
+            yield from tasks[task_id].domains.values()
 
     def fund_balances(self) -> dict:
         return {fund: balance for d in self.domains() for fund, balance in d.engine.funds.balances().items()}
@@ -450,9 +452,12 @@ class Processor:
             return frozenset()
         caught_up = set()
         for tp in self.inputs.position([TopicPartition(t, p) for t, p in self._inputs]):
+            # The consumer's position (past transaction markers too) is unknown until it returns a
+            # record; where it was assigned is then the position.
+            key = (tp.topic, tp.partition)
             _, high = self.inputs.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and (tp.offset >= high or (high == 0 and tp.offset < 0)):
-                caught_up.add((tp.topic, tp.partition))
+            if high >= 0 and max(tp.offset, self._routed.get(key, 0)) >= high:
+                caught_up.add(key)
         return frozenset(caught_up)
 
     def _caught_up_everywhere(self) -> bool:

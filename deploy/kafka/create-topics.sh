@@ -6,3 +6,6 @@ for topic in fills mark-prices balances insurance-fund liquidation-shortfalls ad
   /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:9092 --create --if-not-exists \
     --topic "$topic" --partitions "$PARTITIONS" --replication-factor 1
 done
+# The state changelog of group "adl-stream" (the processor creates it too, where it may create topics).
+/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:9092 --create --if-not-exists \
+  --topic adl-stream-changelog --partitions "$PARTITIONS" --replication-factor 1 --config cleanup.policy=compact

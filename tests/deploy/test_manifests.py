@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from adl_stream.cli import build_parser
+from adl_stream.runtime.changelog import changelog_topic
 from adl_stream.runtime.config import load_settings
 from adl_stream.runtime.metrics import HealthServer, ProcessorMetrics
 from adl_stream.simulation.market import default_symbols
@@ -72,6 +73,7 @@ def test_compose_files_ports_commands_and_settings_exist():
     assert f"http://127.0.0.1:{SETTINGS.metrics_port}/readyz" in " ".join(processor["healthcheck"]["test"])
     topics = (ROOT / "deploy" / "kafka" / "create-topics.sh").read_text()
     assert all(f" {topic} " in topics or f" {topic};" in topics for topic in (*SETTINGS.topics.inputs(), *SETTINGS.topics.outputs()))
+    assert f"--topic {changelog_topic(SETTINGS.group_id)} " in topics and "cleanup.policy=compact" in topics
     # Prometheus scrapes the processor service; Grafana reads Prometheus and the dashboards
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == [f"adl-stream:{SETTINGS.metrics_port}"]

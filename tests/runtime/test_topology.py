@@ -5,7 +5,14 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import BalanceUpdate, Fill, FundFlow, MarkPrice
-from adl_stream.runtime.changelog import COMMIT_KEY, TXN_HEADER, decode_entity, encode_entity, encode_marker, fold
+from adl_stream.runtime.changelog import (
+    COMMIT_KEY,
+    TXN_HEADER,
+    decode_entity,
+    encode_entity,
+    encode_marker,
+    fold,
+)
 from adl_stream.runtime.topology import UNROUTED, Topology, task_of
 from tests.market import symbols_of
 
