@@ -66,6 +66,39 @@ def _replay(args: argparse.Namespace) -> int:
     return _processor_command(args, make)
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .inspection import report
+
+    try:
+        settings = load_settings(args.config, flags={"bootstrap_servers": args.bootstrap_servers, "group_id": args.group_id})
+        state = report(settings, args.symbol, args.top)
+    except (ConfigError, StartupError, ValueError) as exc:
+        print(f"adl-stream inspect: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    console = Console()
+    assets = Table("settle asset", "stream time", "open positions", "reservations", "funds",
+                   title=f"State committed by group {settings.group_id}")
+    for asset, row in state["settle_assets"].items():
+        funds = ", ".join(f"{fund} {balance}" for fund, balance in row["funds"].items())
+        assets.add_row(asset, str(row["stream_time"]), str(row["positions"]), str(row["reservations"]), funds)
+    console.print(assets)
+    for title, queue in state.get("symbol", {}).get("queues", {}).items():
+        table = Table("rank", "account", "quantity", "free", "score", "notional",
+                      title=f"{args.symbol} ADL queue {title} (mark {state['symbol']['mark']})")
+        for row in queue:
+            table.add_row(str(row["rank"]), row["account_id"], row["quantity"], row["free"], f"{row['score']:.6g}", row["notional"])
+        console.print(table)
+    return 0
+
+
 def _scenario(args: argparse.Namespace):
     from decimal import Decimal
 
@@ -183,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     _scenario_flags(simulate, 10_000)
     simulate.add_argument("--rate", type=float, help="records per second (default: as fast as the broker takes them)")
     simulate.set_defaults(handler=_simulate)
+    inspect = commands.add_parser(
+        "inspect", help="the committed state: positions, funds, the ADL queues of a symbol",
+        description="Read the group's state changelog up to its committed offsets (as a restore does) and report "
+        "each settle asset's positions, reservations and funds, and with --symbol its ADL queues. Read-only.")
+    inspect.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG)")
+    inspect.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
+    inspect.add_argument("--group-id", help="the processor's consumer group (ADL_GROUP_ID)")
+    inspect.add_argument("--symbol", help="also show this symbol's ADL queues")
+    inspect.add_argument("--top", type=int, default=10, help="queue places shown (default 10)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.set_defaults(handler=_inspect)
     return parser
 
 

@@ -23,14 +23,15 @@ from . import validation
 from .dedup import SeenIds
 from .errors import Rejected
 from .funds import FundExhausted, FundLedger, TriggerPolicy
-from .numbers import EXACT
+from .numbers import EXACT, ZERO
 from .positions import PositionBook
-from .ranking import PnlLeverage, RankingPolicy
+from .ranking import Candidate, PnlLeverage, RankingPolicy
 from .records import (
     ADL,
     BUY,
     FUND_COVERED,
     FUND_INFLOWS,
+    LONG,
     AdlOrder,
     BalanceUpdate,
     Fill,
@@ -115,6 +116,18 @@ class Engine:
     def mark(self, symbol: str) -> Decimal | None:
         held = self.marks.get(symbol)
         return held[0] if held else None
+
+    def adl_queue(self, symbol: str, bankrupt_side: str) -> list[Candidate]:
+        """Who a shortfall of a bankrupt ``bankrupt_side`` (LONG/SHORT) position in ``symbol`` would
+        deleverage now, first first: the opposite side with free quantity, ranked at the latest mark
+        (empty before the first mark)."""
+        mark = self.mark(symbol)
+        if mark is None:
+            return []
+        asset, bankrupt_is_long = self.symbols[symbol].settle_asset, bankrupt_side == LONG
+        with decimal.localcontext(EXACT):
+            opposite = (p for p in self.book.in_symbol(symbol) if p.quantity != ZERO and (p.quantity > ZERO) != bankrupt_is_long)
+            return self._shortfalls.ranking.rank(opposite, mark, lambda account: self._equity(account, asset))
 
     def equity(self, account_id: str, asset: str) -> Decimal:
         """Wallet balance plus unrealized PnL of the account's positions settled in ``asset``.

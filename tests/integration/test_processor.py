@@ -1,5 +1,8 @@
 """The processor against the real broker: the hand-computed scenario, bad input, restart."""
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from decimal import Decimal as D
@@ -10,7 +13,7 @@ from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.runtime.processor import EXIT_FATAL
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, metric, read_topic, wait_for
+from tests.conftest import Feed, metric, read_topic, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 codec = Codec()
@@ -190,3 +193,31 @@ def test_an_internal_error_stops_the_instance_without_committing_past_it(setting
                            ShortfallDecision)
     assert {d.event_id: sc.decision_summary(d) for d in decisions} == sc.EXPECTED_DECISIONS
     assert second.close() == 0
+
+
+def test_inspect_reads_the_committed_state_the_processor_holds(settings, start_processor, tmp_path):
+    running = start_processor(settings)
+    run_scenario(Feed(settings), running)
+    engine = running.processor.domain("USDT").engine
+    queues = {side: [(c.position.account_id, str(c.position.free)) for c in engine.adl_queue("BTCUSDT", side)]
+              for side in ("LONG", "SHORT")}
+    funds = {fund: str(balance) for fund, balance in engine.funds.balances().items()}
+    positions = sum(1 for p in engine.book if p.quantity != 0)
+    assert running.close() == 0
+    assert queues["LONG"] and queues["SHORT"]  # shorts against a bankrupt long, longs against a short
+
+    config = write_config(settings, tmp_path / "adl.toml")
+    result = subprocess.run([sys.executable, "-m", "adl_stream.cli", "inspect", "--config", config,
+                             "--symbol", "BTCUSDT", "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    usdt = state["settle_assets"]["USDT"]
+    assert (usdt["funds"], usdt["positions"]) == (funds, positions) and funds["USDT"] == "600.000000000000000000"
+    for side, expected in queues.items():
+        shown = state["symbol"]["queues"][f"against a bankrupt {side}"]
+        assert [(row["account_id"], row["free"]) for row in shown] == expected
+        assert [row["rank"] for row in shown] == list(range(1, len(expected) + 1))
+
+    unknown = subprocess.run([sys.executable, "-m", "adl_stream.cli", "inspect", "--config", config,
+                              "--group-id", "never-ran"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "no changelog topic 'never-ran-changelog'" in unknown.stderr
