@@ -76,7 +76,7 @@ class Settings:
     """Longest a transaction stays open while records keep coming (Kafka Streams'
     ``commit.interval.ms``): outputs become visible to read_committed readers at commit."""
     poll_timeout_ms: int = 100
-    max_idle_ms: int = 100
+    max_idle_ms: int = 2_000
     """How long an empty input partition holds back the others (deterministic order vs latency)."""
     startup_timeout_s: int = 30
     state_partitions: int = 0

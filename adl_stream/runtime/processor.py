@@ -132,6 +132,7 @@ class Processor:
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None  # group membership (the changelog topic)
         self.inputs: Consumer | None = None  # every input partition, assigned
+        self._unfetched: frozenset[PartitionKey] = frozenset()
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
 
@@ -380,7 +381,9 @@ class Processor:
         """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records."""
         count = 0
         for domain in self.domains():
-            for message, record, consumed_at in domain.merger.release(frozenset(), caught_up):
+            # A partition no fetch has answered for yet is waited for without a time limit: whether
+            # it holds older records is unknown (KIP-695 waits on unknown lag the same way).
+            for message, record, consumed_at in domain.merger.release(self._unfetched, caught_up):
                 self._process(domain, message, record, consumed_at)
                 count += 1
                 if count == limit:
@@ -447,17 +450,22 @@ class Processor:
                     self.metrics.consumer_lag.labels(topic, partition).set(max(0, end - position))
 
     def _caught_up(self) -> frozenset[PartitionKey]:
-        """Input partitions whose position reached the high watermark of their last fetch."""
+        """Input partitions whose position reached the high watermark of their last fetch (in
+        ``self._unfetched``: those no fetch has answered for yet)."""
+        self._unfetched = frozenset()
         if not self.tasks:
             return frozenset()
-        caught_up = set()
+        caught_up, unfetched = set(), set()
         for tp in self.inputs.position([TopicPartition(t, p) for t, p in self._inputs]):
             # The consumer's position (past transaction markers too) is unknown until it returns a
             # record; where it was assigned is then the position.
             key = (tp.topic, tp.partition)
             _, high = self.inputs.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and max(tp.offset, self._routed.get(key, 0)) >= high:
+            if high < 0:
+                unfetched.add(key)
+            elif max(tp.offset, self._routed.get(key, 0)) >= high:
                 caught_up.add(key)
+        self._unfetched = frozenset(unfetched)
         return frozenset(caught_up)
 
     def _caught_up_everywhere(self) -> bool:
