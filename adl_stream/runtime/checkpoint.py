@@ -41,6 +41,7 @@ class Checkpoint:
         self._marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
         self._errors: list[KafkaError] = []
         self.pending = 0
+        self.fatal_error: KafkaError | None = None
         self.committed_marks: dict[tuple[str, int], int] = {}
         """Of the last commit: (topic, partition) -> the offset after its marked record."""
 
@@ -125,15 +126,30 @@ class Checkpoint:
         except KafkaException as exc:
             self._raise_for(exc.args[0], "transaction failed: ")
 
+    def on_producer_error(self, error: KafkaError) -> None:
+        """The producer's ``error_cb``: remembers the error that made the producer fatal."""
+        if error.fatal():
+            self.fatal_error = error
+
     def _cause(self, error: KafkaError) -> KafkaError:
         """The cause of a fatal error: once a transactional producer has failed, produce() only
-        says "Local: Fatal error"; a transactional call raises the error that made it fatal."""
-        if not (self._transactional and error.fatal() and error.code() == KafkaError._FATAL):
+        says "Local: Fatal error"; librdkafka reports the cause through ``error_cb`` (served by
+        poll), and a transactional call raises it too."""
+        if not (error.fatal() and error.code() == KafkaError._FATAL):
             return error
-        try:
-            self._producer.abort_transaction(1)
-        except KafkaException as exc:
-            return exc.args[0]
+        self._producer.poll(0)
+        if self.fatal_error is not None:
+            return self.fatal_error
+        probes = (lambda: self._producer.send_offsets_to_transaction(
+                      [TopicPartition(t, p, o + 1) for (t, p), o in self._marks.items()] or [TopicPartition("_", 0, 0)],
+                      self._consumer.consumer_group_metadata(), 5),
+                  lambda: self._producer.commit_transaction(5), lambda: self._producer.abort_transaction(5))
+        for call in probes:
+            try:
+                call()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._FATAL:
+                    return exc.args[0]
         return error
 
     def _raise_for(self, error: KafkaError, what: str):
