@@ -41,7 +41,6 @@ class Checkpoint:
         self._marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
         self._errors: list[KafkaError] = []
         self.pending = 0
-        self.fatal_error: KafkaError | None = None
         self.committed_marks: dict[tuple[str, int], int] = {}
         """Of the last commit: (topic, partition) -> the offset after its marked record."""
 
@@ -126,27 +125,16 @@ class Checkpoint:
         except KafkaException as exc:
             self._raise_for(exc.args[0], "transaction failed: ")
 
-    def on_producer_error(self, error: KafkaError) -> None:
-        """The producer's ``error_cb``: remembers the error that made the producer fatal."""
-        if error.fatal():
-            self.fatal_error = error
-
     def _cause(self, error: KafkaError) -> KafkaError:
-        """The cause of a fatal error: once a transactional producer has failed, produce() only
-        says "Local: Fatal error"; librdkafka reports the cause through ``error_cb`` (served by
-        poll), and a transactional call raises it too."""
-        if not (error.fatal() and error.code() == KafkaError._FATAL):
+        """The cause of a ``_FATAL`` from produce(). Once a transactional producer has failed in
+        the background (e.g. AddPartitionsToTxn answered "fenced"), produce() only says "Local:
+        Fatal error" (and not even ``fatal()``); flush() and the transactional calls raise the
+        error that made it fatal."""
+        if error.code() != KafkaError._FATAL:
             return error
-        self._producer.poll(0)
-        if self.fatal_error is not None:
-            return self.fatal_error
-        probes = (lambda: self._producer.send_offsets_to_transaction(
-                      [TopicPartition(t, p, o + 1) for (t, p), o in self._marks.items()] or [TopicPartition("_", 0, 0)],
-                      self._consumer.consumer_group_metadata(), 5),
-                  lambda: self._producer.commit_transaction(5), lambda: self._producer.abort_transaction(5))
-        for call in probes:
+        for probe in (lambda: self._producer.flush(self._timeout_s), lambda: self._producer.abort_transaction(5)):
             try:
-                call()
+                probe()
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError._FATAL:
                     return exc.args[0]

@@ -181,15 +181,12 @@ class Processor:
                 self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
                 self._take_tasks(list(range(tasks)), {})
             else:
-                errors: list = []  # before the checkpoint exists
-                producer = Producer({**producer_config(s), "error_cb": lambda e: self._on_producer_error(e, errors)})
+                producer = Producer(producer_config(s))
                 if s.exactly_once:
                     producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
                 self.consumer = Consumer(consumer_config(s))
                 self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
                                              transactions=self.metrics.transactions)
-                for error in errors:
-                    self.checkpoint.on_producer_error(error)
                 self.consumer.subscribe([self.changelog], on_assign=self._on_assign, on_revoke=self._on_revoke)
             while not stop.is_set():
                 self._step()
@@ -227,15 +224,6 @@ class Processor:
             self.health.stop()
             log.info("stopped", exit_code=code)
         return code
-
-    def _on_producer_error(self, error, early: list) -> None:
-        """librdkafka's error_cb: log it; a fatal one is the cause the checkpoint reports."""
-        log.warning("kafka_producer_error", error=str(error), fatal=error.fatal())
-        checkpoint = getattr(self, "checkpoint", None)
-        if isinstance(checkpoint, Checkpoint):
-            checkpoint.on_producer_error(error)
-        else:
-            early.append(error)
 
     # -- tasks: assignment, restore, revocation ----------------------------------------------------
 
