@@ -132,7 +132,6 @@ class Processor:
         self.health: HealthServer | None = None
         self.consumer: Consumer | None = None  # group membership (the changelog topic)
         self.inputs: Consumer | None = None  # every input partition, assigned
-        self._unfetched: frozenset[PartitionKey] = frozenset()
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
 
@@ -283,7 +282,7 @@ class Processor:
         # Apply and commit what the merge may release; what stays buffered is dropped uncommitted
         # and read again from the committed offsets by whoever gets the task.
         if not self._failed:
-            self._drain_all(self._caught_up())
+            self._drain_all(*self._fetch_state())
             self._commit()
         for tp in partitions:
             task = self.tasks.pop(tp.partition, None)
@@ -331,11 +330,11 @@ class Processor:
                 log.warning("consumer_error", error=str(error))
                 continue
             self._route(message, consumed_at)
-        caught_up = self._caught_up()
+        caught_up, unfetched = self._fetch_state()
         batch_size = self.settings.batch_size
         while True:  # a transaction holds at most batch_size records and stays open commit_interval_ms
             room = batch_size - self._uncommitted
-            released = self._drain_all(caught_up, room)
+            released = self._drain_all(caught_up, unfetched, room)
             if released and not self._uncommitted:
                 self._transaction_started = time.monotonic()
             self._uncommitted += released
@@ -366,9 +365,9 @@ class Processor:
             return  # applied before (the partition is read from the lowest offset any asset needs)
         if record is None:
             record = self._decode(message, record_type)
-        if not isinstance(record, Rejected) and self.topology.asset_of_record(record) != asset:
+        if not isinstance(record, Rejected) and (named := self.topology.asset_of_record(record)) != asset:
             record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
-                              f"the record to {self.topology.asset_of_record(record)!r}")
+                              f"the record to {named!r}")
         domain.merger.add(topic, partition, offset, getattr(record, "ts", None), (message, record, consumed_at))
 
     def _decode(self, message, record_type):
@@ -377,13 +376,14 @@ class Processor:
         except Rejected as rejected:
             return rejected
 
-    def _drain_all(self, caught_up: frozenset[PartitionKey], limit: int | None = None) -> int:
+    def _drain_all(self, caught_up: frozenset[PartitionKey], unfetched: frozenset[PartitionKey],
+                   limit: int | None = None) -> int:
         """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records."""
         count = 0
         for domain in self.domains():
             # A partition no fetch has answered for yet is waited for without a time limit: whether
             # it holds older records is unknown (KIP-695 waits on unknown lag the same way).
-            for message, record, consumed_at in domain.merger.release(self._unfetched, caught_up):
+            for message, record, consumed_at in domain.merger.release(unfetched, caught_up):
                 self._process(domain, message, record, consumed_at)
                 count += 1
                 if count == limit:
@@ -449,13 +449,12 @@ class Processor:
                 if end >= 0 and position >= 0:
                     self.metrics.consumer_lag.labels(topic, partition).set(max(0, end - position))
 
-    def _caught_up(self) -> frozenset[PartitionKey]:
-        """Input partitions whose position reached the high watermark of their last fetch (in
-        ``self._unfetched``: those no fetch has answered for yet)."""
-        self._unfetched = frozenset()
-        if not self.tasks:
-            return frozenset()
+    def _fetch_state(self) -> tuple[frozenset[PartitionKey], frozenset[PartitionKey]]:
+        """(caught up, unfetched): input partitions whose position reached the high watermark of
+        their last fetch, and those no fetch has answered for yet."""
         caught_up, unfetched = set(), set()
+        if not self.tasks:
+            return frozenset(), frozenset()
         for tp in self.inputs.position([TopicPartition(t, p) for t, p in self._inputs]):
             # The consumer's position (past transaction markers too) is unknown until it returns a
             # record; where it was assigned is then the position.
@@ -465,14 +464,13 @@ class Processor:
                 unfetched.add(key)
             elif max(tp.offset, self._routed.get(key, 0)) >= high:
                 caught_up.add(key)
-        self._unfetched = frozenset(unfetched)
-        return frozenset(caught_up)
+        return frozenset(caught_up), frozenset(unfetched)
 
     def _caught_up_everywhere(self) -> bool:
         """Tasks assigned, every input consumed to its last fetched high watermark and applied."""
         if not self._assigned or any(len(d.merger) for d in self.domains()):
             return False
-        return len(self._caught_up()) == len(self._inputs)
+        return len(self._fetch_state()[0]) == len(self._inputs)
 
     def _process(self, domain: Domain, message, record, consumed_at: float) -> None:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
