@@ -135,9 +135,11 @@ class Checkpoint:
         for probe in (lambda: self._producer.flush(self._timeout_s), lambda: self._producer.abort_transaction(5)):
             try:
                 probe()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._FATAL:
-                    return exc.args[0]
+            except (KafkaException, SystemError) as exc:
+                # flush() may raise it from inside a delivery callback: a SystemError caused by it.
+                kafka = exc if isinstance(exc, KafkaException) else exc.__cause__
+                if isinstance(kafka, KafkaException) and kafka.args[0].code() != KafkaError._FATAL:
+                    return kafka.args[0]
         return error
 
     def _raise_for(self, error: KafkaError, what: str):
