@@ -20,6 +20,14 @@ from __future__ import annotations
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError of a KafkaException, also when flush() raised it while serving a delivery
+    callback (confluent-kafka then raises a SystemError caused by it)."""
+    if isinstance(exc, SystemError):
+        exc = exc.__cause__
+    return exc.args[0] if isinstance(exc, KafkaException) else None
+
+
 class DeliveryFailed(RuntimeError):
     pass
 
@@ -122,8 +130,11 @@ class Checkpoint:
         """Run a transactional call; turn its errors into Fenced / DeliveryFailed."""
         try:
             return call(*args)
-        except KafkaException as exc:
-            self._raise_for(exc.args[0], "transaction failed: ")
+        except (KafkaException, SystemError) as exc:
+            error = _kafka_error(exc)
+            if error is None:
+                raise
+            self._raise_for(error, "transaction failed: ")
 
     def _cause(self, error: KafkaError) -> KafkaError:
         """The cause of a ``_FATAL`` from produce(). Once a transactional producer has failed in
@@ -136,10 +147,9 @@ class Checkpoint:
             try:
                 probe()
             except (KafkaException, SystemError) as exc:
-                # flush() may raise it from inside a delivery callback: a SystemError caused by it.
-                kafka = exc if isinstance(exc, KafkaException) else exc.__cause__
-                if isinstance(kafka, KafkaException) and kafka.args[0].code() != KafkaError._FATAL:
-                    return kafka.args[0]
+                cause = _kafka_error(exc)
+                if cause is not None and cause.code() != KafkaError._FATAL:
+                    return cause
         return error
 
     def _raise_for(self, error: KafkaError, what: str):
