@@ -23,9 +23,10 @@ from . import validation
 from .dedup import SeenIds
 from .errors import Rejected
 from .funds import FundExhausted, FundLedger, TriggerPolicy
+from .index import Candidate, RankingIndex
 from .numbers import EXACT, ZERO
 from .positions import PositionBook
-from .ranking import Candidate, PnlLeverage, RankingPolicy
+from .ranking import PnlLeverage, RankingPolicy
 from .records import (
     ADL,
     BUY,
@@ -74,16 +75,18 @@ class Engine:
         self.assets = frozenset(spec.settle_asset for spec in self.symbols.values())
         self.fund_ids = frozenset(spec.fund_id for spec in self.symbols.values())
         self.book = PositionBook()
+        self.index = RankingIndex(lambda symbol: self.symbols[symbol].settle_asset)
         self.marks: dict[str, tuple[Decimal, int]] = {}
         self.wallets = Wallets()
         self.funds = FundLedger()
-        self.reservations = ReservationBook()
+        self.reservations = ReservationBook(self.index.position_changed)
         self.seen = SeenIds(dedup_window_ms)
         self.stream_time = -1
         self.changed: set[tuple[str, ...]] = set()
         """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
         self._shortfalls = ShortfallContext(
             book=self.book,
+            index=self.index,
             funds=self.funds,
             reservations=self.reservations,
             trigger=trigger or FundExhausted(),
@@ -117,17 +120,18 @@ class Engine:
         held = self.marks.get(symbol)
         return held[0] if held else None
 
-    def adl_queue(self, symbol: str, bankrupt_side: str) -> list[Candidate]:
+    def adl_queue(self, symbol: str, bankrupt_side: str, top: int | None = None) -> list[Candidate]:
         """Who a shortfall of a bankrupt ``bankrupt_side`` (LONG/SHORT) position in ``symbol`` would
-        deleverage now, first first: the opposite side with free quantity, ranked at the latest mark
-        (empty before the first mark)."""
+        deleverage now, first first (the first ``top`` of them): the opposite side with free
+        quantity, ranked at the latest mark (empty before the first mark)."""
         mark = self.mark(symbol)
         if mark is None:
             return []
-        asset, bankrupt_is_long = self.symbols[symbol].settle_asset, bankrupt_side == LONG
+        asset = self.symbols[symbol].settle_asset
         with decimal.localcontext(EXACT):
-            opposite = (p for p in self.book.in_symbol(symbol) if p.quantity != ZERO and (p.quantity > ZERO) != bankrupt_is_long)
-            return self._shortfalls.ranking.rank(opposite, mark, lambda account: self._equity(account, asset))
+            return self.index.ranked(symbol, bankrupt_side != LONG, mark,
+                                     lambda account: self._equity(account, asset),
+                                     self._shortfalls.ranking.score, limit=top)
 
     def equity(self, account_id: str, asset: str) -> Decimal:
         """Wallet balance plus unrealized PnL of the account's positions settled in ``asset``.
@@ -188,7 +192,8 @@ class Engine:
             self.reservations.release(fill.adl_order_id, fill.account_id, fill.quantity)
         signed = fill.quantity if fill.side == BUY else -fill.quantity
         realized = position.apply_fill(signed, fill.price)
-        self.wallets.apply_fill(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
+        self.index.position_changed(position)
+        self._wallet_changed(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
         self.book.discard_if_idle(position)
         changed = self.changed
         changed.add((SEEN, fill.fill_id))
@@ -198,6 +203,10 @@ class Engine:
             changed.add((RESERVATION, fill.adl_order_id, fill.account_id))
         return outcome
 
+    def _wallet_changed(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
+        if self.wallets.apply_fill(account_id, asset, amount, ts):
+            self.index.wallet_changed(account_id, asset, self.wallets.balance(account_id, asset))
+
     def _mark(self, mark: MarkPrice) -> Outcome:
         validation.check_mark(mark, self.symbols)
         held = self.marks.get(mark.symbol)
@@ -206,6 +215,7 @@ class Engine:
         outcome = Outcome()
         self._advance(mark.ts, outcome)
         self.marks[mark.symbol] = (mark.mark_price, mark.ts)
+        self.index.mark_changed(mark.symbol, mark.mark_price)
         self.changed.add((MARK, mark.symbol))
         return outcome
 
@@ -216,6 +226,8 @@ class Engine:
             outcome.stale = True
             return outcome
         self._advance(update.ts, outcome)
+        self.index.wallet_changed(update.account_id, update.asset,
+                                  self.wallets.balance(update.account_id, update.asset))
         self.changed.add((WALLET, update.account_id, update.asset))
         return outcome
 

@@ -9,7 +9,7 @@ signed by the position's side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .numbers import ZERO, prorate
@@ -25,6 +25,10 @@ class Position:
     """Signed cost basis of the open quantity (same sign as ``quantity``)."""
     reserved: Decimal = ZERO
     """Quantity held by ADL orders emitted and not yet filled or expired."""
+    row: int = field(default=-1, compare=False, repr=False)
+    """Its row in the ranking index (:mod:`.index`), -1 when not indexed."""
+    indexed_long: bool = field(default=False, compare=False, repr=False)
+    """The side it is indexed on."""
 
     @property
     def entry_price(self) -> Decimal:

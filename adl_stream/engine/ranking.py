@@ -1,39 +1,30 @@
-"""ADL ranking policies: who is deleveraged first (SPEC §3.3)."""
+"""ADL ranking policies: who is deleveraged first (SPEC §3.3).
+
+A queue policy is a small object with a vectorized ``score``: given the columns of one side of a
+symbol (float64 arrays from the ranking index, :mod:`.index`), it returns each position's score,
+higher first. The index does the rest: equity <= 0 first (decided exactly), the selection of the
+top of the queue and the exact tie-breaks (larger notional, then ``account_id``).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import ClassVar, Protocol
 
-from .numbers import ZERO
-from .positions import Position
+import numpy as np
 
+from .index import Candidate
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    position: Position
-    score: float
-    notional: Decimal
+__all__ = ["Candidate", "PnlLeverage", "RANKING_POLICIES", "RankingPolicy"]
 
 
 class RankingPolicy(Protocol):
     name: str
 
-    def rank(
-        self,
-        positions: Iterable[Position],
-        mark: Decimal,
-        equity_of: Callable[[str], Decimal],
-    ) -> list[Candidate]:
-        """Order the positions with free quantity, first to be deleveraged first."""
-
-
-def _queue_order(candidate: Candidate) -> tuple[float, Decimal, str]:
-    # Higher score first; ties by larger notional, then account id (SPEC §3.3).
-    return (-candidate.score, -candidate.notional, candidate.position.account_id)
+    def score(self, long: bool, notional: np.ndarray, upnl: np.ndarray, cost: np.ndarray,
+              equity: np.ndarray) -> np.ndarray:
+        """Scores of one side's positions (``notional = |q| * M``, ``cost = |cost basis|``,
+        ``equity > 0`` of each position's account), higher first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +32,16 @@ class PnlLeverage:
     """BitMEX / Binance / Bybit style: profit percentage times effective leverage.
 
     ``pnl_pct = upnl / (|q| * entry_price)``, ``eff_leverage = notional / equity``;
-    ``score = pnl_pct * eff_leverage`` when ``pnl_pct > 0``, else ``pnl_pct / eff_leverage``.
-    An account with equity <= 0 scores +inf (first in the queue). Scores are floats: they only order.
+    ``score = pnl_pct * eff_leverage`` when ``upnl > 0``, else ``pnl_pct / eff_leverage``.
+    (An account with equity <= 0 scores +inf: the index sets it.)
     """
 
     name: ClassVar[str] = "pnl-leverage"
 
-    def rank(
-        self,
-        positions: Iterable[Position],
-        mark: Decimal,
-        equity_of: Callable[[str], Decimal],
-    ) -> list[Candidate]:
-        ranked = []
-        for position in positions:
-            if position.free <= ZERO:
-                continue
-            upnl = position.upnl(mark)
-            notional = position.quantity.copy_abs() * mark
-            equity = equity_of(position.account_id)
-            if equity <= ZERO:
-                score = math.inf
-            else:
-                pnl_pct = float(upnl) / float(position.cost.copy_abs())
-                leverage = float(notional) / float(equity)
-                score = pnl_pct * leverage if upnl > ZERO else pnl_pct / leverage
-            ranked.append(Candidate(position, score, notional))
-        ranked.sort(key=_queue_order)
-        return ranked
+    def score(self, long, notional, upnl, cost, equity):
+        pnl_pct = upnl / cost
+        leverage = notional / equity
+        return np.where(upnl > 0, pnl_pct * leverage, pnl_pct / leverage)
 
 
 RANKING_POLICIES: dict[str, type[PnlLeverage]] = {PnlLeverage.name: PnlLeverage}

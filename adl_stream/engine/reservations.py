@@ -9,6 +9,7 @@ the reservation by the filled quantity; otherwise it expires once stream (event)
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -24,12 +25,19 @@ class Reservation:
     expires_at: int
 
 
-class ReservationBook:
-    __slots__ = ("_open", "_expiry")
+def _ignore(position: Position) -> None:
+    pass
 
-    def __init__(self) -> None:
+
+class ReservationBook:
+    """Open reservations; ``on_change(position)`` is told of every change of a position's ``reserved``."""
+
+    __slots__ = ("_open", "_expiry", "_on_change")
+
+    def __init__(self, on_change: Callable[[Position], None] = _ignore) -> None:
         self._open: dict[tuple[str, str], Reservation] = {}
         self._expiry: list[tuple[int, str, str]] = []
+        self._on_change = on_change
 
     def __len__(self) -> int:
         return len(self._open)
@@ -44,6 +52,7 @@ class ReservationBook:
         key = (order_id, position.account_id)
         self._open[key] = Reservation(order_id, position, quantity, expires_at)
         position.reserved += quantity
+        self._on_change(position)
         heapq.heappush(self._expiry, (expires_at, order_id, position.account_id))
 
     def release(self, order_id: str, account_id: str, quantity: Decimal) -> Reservation | None:
@@ -54,6 +63,7 @@ class ReservationBook:
         taken = min(quantity, reservation.quantity)
         reservation.quantity -= taken
         reservation.position.reserved -= taken
+        self._on_change(reservation.position)
         if reservation.quantity == ZERO:
             del self._open[(order_id, account_id)]
         return reservation
@@ -66,5 +76,6 @@ class ReservationBook:
             reservation = self._open.pop((order_id, account_id), None)
             if reservation is not None:
                 reservation.position.reserved -= reservation.quantity
+                self._on_change(reservation.position)
                 expired.append(reservation)
         return expired

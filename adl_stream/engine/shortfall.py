@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from .errors import Rejected
 from .funds import FundLedger, TriggerPolicy
+from .index import RankingIndex
 from .numbers import ZERO
 from .positions import PositionBook
 from .ranking import RankingPolicy
@@ -37,6 +38,7 @@ class ShortfallContext:
     """What a decision reads and changes besides the shortfall itself."""
 
     book: PositionBook
+    index: RankingIndex
     funds: FundLedger
     reservations: ReservationBook
     trigger: TriggerPolicy
@@ -105,12 +107,9 @@ def decide(
         return [], decision(FUND_COVERED, shortfall.shortfall, ZERO, ZERO, [], after)
 
     # 2. ADL: opposite side, in ranking order, each for min(left, free), at the bankruptcy price.
-    opposite = (
-        p
-        for p in ctx.book.in_symbol(shortfall.symbol)
-        if p.quantity != ZERO and (p.quantity > ZERO) != bankrupt_is_long
-    )
-    queue = ctx.ranking.rank(opposite, mark, equity_of)
+    # The index ranks the side and returns only the head of the queue that covers the quantity.
+    queue = ctx.index.ranked(shortfall.symbol, not bankrupt_is_long, mark, equity_of, ctx.ranking.score,
+                             covering=shortfall.quantity)
     closing_side = BUY if bankrupt_is_long else SELL  # counterparties are short when bankrupt is long
     expires_at = shortfall.ts + ctx.reservation_timeout_ms
     left = shortfall.quantity

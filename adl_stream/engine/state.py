@@ -98,5 +98,12 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
         if position is None:
             raise ValueError(f"reservation {order_id!r} of {account!r} refers to no position in {symbol}")
         engine.reservations.reserve(order_id, position, quantity, expires_at)
+    index = engine.index
+    for position in engine.book:
+        index.position_changed(position)
+    for (account, asset), wallet in engine.wallets.items():
+        index.wallet_changed(account, asset, wallet.balance)
+    for symbol, (price, _) in engine.marks.items():
+        index.mark_changed(symbol, price)
     engine.changed.clear()
 

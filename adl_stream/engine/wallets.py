@@ -52,9 +52,11 @@ class Wallets:
         wallet.as_of = ts
         return True
 
-    def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
-        """Add a fill's realized PnL minus fee, unless the last balance already includes it."""
+    def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> bool:
+        """Add a fill's realized PnL minus fee, unless the last balance already includes it (False)."""
         wallet = self._wallets.setdefault((account_id, asset), Wallet())
         if ts > wallet.as_of:
             wallet.balance += amount
             wallet.after.append((ts, amount))
+            return True
+        return False
