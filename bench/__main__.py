@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     if args.only in (None, "decision"):
-        samples = {n: max(5, min(500, 5_000_000 // n)) for n in args.positions}
+        samples = {n: 500 if n <= 100_000 else 200 for n in args.positions}
         with console.status("decision latency ..."):
             results["decision"] = decision.run(args.positions, samples)
         table(console, "ADL decision latency (pure engine)", results["decision"])

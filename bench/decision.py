@@ -1,11 +1,20 @@
-"""ADL decision latency against the number of open positions in the symbol, and state size.
+"""ADL decision latency against the number of open positions in the symbol, update rate, state size.
 
-The pure engine, no Kafka: ``n`` accounts hold ``n`` positions in BTCUSDT (half long, half short,
-opened by trades between them at scattered prices so scores differ), the fund is empty, and each
-shortfall takes a small quantity from one long: ADL ranks the ``n/2`` shorts and fills the
-quantity from the top. The latency is ``Engine.apply`` of the shortfall record, decision and
-orders included. Memory is the growth of the process's resident set while the book is built,
-per open position (so it counts the wallet and the de-duplicated fill ids that come with one).
+The pure engine, no Kafka, on a cross-margin book: ``n`` accounts hold ``n`` positions in BTCUSDT
+(half long, half short, opened by trades between them at scattered prices so scores differ), and
+every account also holds a position in one of four other USDT symbols, so an account's equity
+depends on two marks. The fund is empty, so each shortfall (a small quantity of one long) goes to
+ADL: the index ranks the ``n/2`` shorts and takes the quantity from the top.
+
+Between two decisions the market moves, so no decision sees the book the last one saw: the
+BTCUSDT mark and one other symbol's mark move, ten pairs of accounts trade, and the previous
+decision's ADL orders are filled on both sides. The latency is ``Engine.apply`` of the shortfall
+record, decision and orders included (and the index catching up with what moved).
+
+The update rate is fills and marks (one mark per hundred fills) through ``Engine.apply`` with the
+index maintained, its catching up included. Memory is the growth of the process's resident set
+while the book is built, per open position: it counts the wallets, the de-duplicated fill ids and
+the index's columns that come with the positions.
 """
 
 from __future__ import annotations
@@ -29,27 +38,55 @@ from adl_stream.engine.ranking import PnlLeverage
 from .report import percentiles, rss_bytes
 
 SYMBOL = "BTCUSDT"
+OTHERS = ("ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
 START_TS = 1_795_996_800_000
+SPECS = {s: SymbolSpec(s, "USDT", "USDT", None, None) for s in (SYMBOL, *OTHERS)}
+PRICES = {SYMBOL: 90_000, "ETHUSDT": 3_000, "SOLUSDT": 150, "XRPUSDT": 2, "DOGEUSDT": 1}
+TRADES_BETWEEN = 10
 
 
-def build(n: int, seed: int = 1) -> tuple[Engine, list[str], int]:
-    """An engine with ``n`` open positions in :data:`SYMBOL`; the long accounts; the next ts."""
-    rng = random.Random(seed)
-    engine = Engine({SYMBOL: SymbolSpec(SYMBOL, "USDT", "USDT", None, None)}, trigger=FundExhausted(),
-                    ranking=PnlLeverage(), reservation_timeout_ms=3_600_000, dedup_window_ms=86_400_000)
-    ts = START_TS
-    longs = []
-    for i in range(n // 2):
-        buyer, seller = f"L{i:07d}", f"S{i:07d}"
-        longs.append(buyer)
-        price = Decimal(rng.randint(80_000, 100_000))
-        quantity = Decimal(rng.randint(1, 1000)) / 1000
+class Book:
+    """An engine holding the cross-margin book, and the clock and ids that move it."""
+
+    def __init__(self, n: int, seed: int = 1) -> None:
+        self.rng = rng = random.Random(seed)
+        self.engine = engine = Engine(SPECS, trigger=FundExhausted(), ranking=PnlLeverage(),
+                                      reservation_timeout_ms=3_600_000, dedup_window_ms=86_400_000)
+        self.ts, self.ids, self.pairs = START_TS, 0, n // 2
+        self.marks = {symbol: Decimal(price) for symbol, price in PRICES.items()}
+        for i in range(self.pairs):
+            buyer, seller = f"L{i:07d}", f"S{i:07d}"
+            for account in (buyer, seller):
+                engine.apply(BalanceUpdate(account, "USDT", Decimal(rng.randint(1_000, 100_000)), self.ts))
+            price = Decimal(rng.randint(80_000, 100_000))
+            self.trade(SYMBOL, buyer, seller, Decimal(rng.randint(1, 1000)) / 1000, price)
+            other = OTHERS[i % len(OTHERS)]
+            base = PRICES[other]
+            other_price = Decimal(rng.randint(95 * base, 105 * base)) / 100
+            self.trade(other, *((buyer, seller) if rng.random() < 0.5 else (seller, buyer)),
+                       Decimal(rng.randint(1, 1000)) * PRICES[SYMBOL] // base / 1000, other_price)
+            self.ts += 1
+        for symbol, mark in self.marks.items():
+            engine.apply(MarkPrice(symbol, mark, self.ts))
+
+    def trade(self, symbol: str, buyer: str, seller: str, quantity: Decimal, price: Decimal, kind="TRADE",
+              order_id=None) -> int:
         for account, side in ((buyer, "BUY"), (seller, "SELL")):
-            engine.apply(BalanceUpdate(account, "USDT", Decimal(rng.randint(1_000, 100_000)), ts))
-            engine.apply(Fill(f"f-{account}", account, SYMBOL, side, quantity, price, Decimal(0), "TRADE", None, ts))
-        ts += 1
-    engine.apply(MarkPrice(SYMBOL, Decimal(90_000), ts))
-    return engine, longs, ts + 1
+            self.ids += 1
+            self.engine.apply(Fill(f"f{self.ids}", account, symbol, side, quantity, price, Decimal(0), kind,
+                                   order_id, self.ts))
+        return 2
+
+    def move(self, symbol: str) -> int:
+        """A mark move of up to 0.1 % (a random walk)."""
+        mark = self.marks[symbol]
+        self.marks[symbol] = mark = (mark * Decimal(1 + self.rng.uniform(-0.001, 0.001))).quantize(Decimal("0.01"))
+        self.engine.apply(MarkPrice(symbol, mark, self.ts))
+        return 1
+
+    def random_trade(self) -> int:
+        i = self.rng.randrange(self.pairs)
+        return self.trade(SYMBOL, f"L{i:07d}", f"S{i:07d}", Decimal("0.001"), self.marks[SYMBOL])
 
 
 def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
@@ -58,24 +95,43 @@ def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
         gc.collect()
         before = rss_bytes()
         started = time.perf_counter()
-        engine, longs, ts = build(n)
+        book = Book(n)
         built_s = time.perf_counter() - started
-        per_position = (rss_bytes() - before) / n
-        latencies, orders = [], 0
+        engine = book.engine
+        open_positions = sum(1 for p in engine.book if p.quantity != 0)
+        per_position = (rss_bytes() - before) / open_positions
+        latencies, orders, last = [], 0, []
         for i in range(samples[n]):
-            account = longs[i * 7919 % len(longs)]  # spread over the book, deterministic
-            position = engine.book.get(account, SYMBOL)
-            quantity = min(position.free, Decimal("0.001"))
-            shortfall = LiquidationShortfall(f"liq-{i}", account, SYMBOL, "LONG", quantity, Decimal(85_000),
-                                             Decimal(1), ts + i)
+            book.ts += 1
+            book.move(SYMBOL)
+            book.move(OTHERS[i % len(OTHERS)])
+            for _ in range(TRADES_BETWEEN):
+                book.random_trade()
+            for order in last:  # the previous decision's ADL orders are filled (short buys, long sells)
+                book.trade(SYMBOL, order.account_id, order.bankrupt_account_id, order.quantity, order.price,
+                           "ADL", order.order_id)
+            account = f"L{book.rng.randrange(book.pairs):07d}"
+            quantity = min(engine.book.get(account, SYMBOL).free, Decimal("0.002"))
+            shortfall = LiquidationShortfall(f"liq-{i}", account, SYMBOL, "LONG", quantity, book.marks[SYMBOL] * Decimal("0.95"),
+                                             Decimal(1), book.ts)
             t0 = time.perf_counter_ns()
             outcome = engine.apply(shortfall)
             latencies.append((time.perf_counter_ns() - t0) / 1e6)
             assert outcome.decision.outcome == "ADL", outcome.decision
             orders += len(outcome.orders)
+            last = outcome.orders
+        updates, t0 = 0, time.perf_counter()
+        for i in range(50_000):
+            updates += book.random_trade()
+            if i % 50 == 0:
+                book.ts += 1
+                updates += book.move(SYMBOL if i % 100 else OTHERS[i // 100 % len(OTHERS)])
+        engine.index.flush()
+        update_s = time.perf_counter() - t0
         p = percentiles(latencies)
         rows.append({"positions": n, "samples": len(latencies), "p50_ms": p["p50"], "p99_ms": p["p99"],
-                     "max_ms": p["max"], "orders_per_shortfall": orders / len(latencies),
-                     "bytes_per_position": round(per_position), "build_s": round(built_s, 2)})
-        del engine, longs
+                     "max_ms": p["max"], "orders_per_shortfall": round(orders / len(latencies), 2),
+                     "updates_per_s": round(updates / update_s), "open_positions": open_positions,
+                     "bytes_per_position": round(per_position), "build_s": round(built_s, 1)})
+        del engine, book
     return rows

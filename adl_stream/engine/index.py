@@ -14,32 +14,34 @@ kept in integer units of ``2**-16`` of the settle asset (:data:`UNITS`), each te
 unrealized PnL of one position at its symbol's latest mark) rounded on its own, so the sum is exact,
 independent of the order of updates, and can be maintained incrementally:
 
-``term(position) = rint((|q| * M - |cost|) * 2**16)`` for a long, ``rint((|cost| - |q| * M) * 2**16)``
-for a short, computed in float64 from ``float(|q|)``, ``float(|cost|)`` and ``float(M)``;
+``term = rint((|q| * M - |cost|) * 2**16)`` for a long, ``rint((|cost| - |q| * M) * 2**16)`` for a
+short, in float64 from ``float(|q|)``, ``float(|cost|)`` and ``float(M)``;
 ``wallet_units = rint(float(balance) * 2**16)``; ``equity_units = wallet_units + sum(terms)``.
 
-Each term is then within 2.5 units of the exact value (while ``|q| * M + |cost| < 2**36``), so an
-account whose ``equity_units <= MARGIN`` (one settle unit) has its equity computed exactly, in
-``Decimal``, by the engine: equity <= 0 ranks first, decided exactly. An asset holding a position
-or wallet beyond :data:`LIMIT` (6.9e10 settle units, where the error bound no longer holds) has
-every equity computed exactly: slower, never wrong.
+Each term is within 2.5 units of the exact value while ``|q| * M + |cost| < 2**36`` (:data:`LIMIT`),
+so the sign of an account's equity is certain beyond :data:`MARGIN` (one settle unit) either side
+of zero; within it the engine computes the equity exactly, in ``Decimal``: equity <= 0 ranks first,
+decided exactly. An asset with a position or a wallet beyond :data:`LIMIT` (6.9e10 settle units)
+has every equity computed exactly: slower, never wrong.
 
-The score (SPEC §3.3, ``pnl-leverage``) is then, in float64::
+The score (SPEC §3.3) is the policy's (:mod:`.ranking`), in float64, from::
 
     notional = |q| * M
     upnl     = notional - |cost|  (long)   |   |cost| - notional  (short)
-    pnl_pct  = upnl / |cost|
-    leverage = notional / equity          (equity = equity_units / 2**16, or float(exact equity))
-    score    = pnl_pct * leverage if upnl > 0 else pnl_pct / leverage;  +inf when equity <= 0
+    equity   = equity_units / 2**16, or float(exact equity) within the margin
 
-Ties are broken exactly (larger exact notional, then ``account_id``) among the positions selected.
+The columns hold these in units of 2**-16 (``|cost| * 2**16``, ``|q| * (M * 2**16)``, ...): scaling
+by a power of two commutes with float rounding, so a ratio of them (every score is one) has the
+same bits as the ratio in settle units, and the terms need no extra pass. Ties are broken exactly
+(larger exact notional, then ``account_id``) among the positions selected.
 
 Cost
 ----
-A fill, balance or reservation marks its entity dirty (a dict insert); the index is brought up to
-date when a decision needs it (or when many entities wait), one Python update per changed entity.
-A mark move costs nothing until a decision ranks an account holding that symbol: then the side's
-terms are recomputed in one vectorized pass and their differences added to the equities.
+A fill, balance or reservation marks its entity dirty (a dict insert); the index catches up when a
+decision needs it (or when many entities wait), one Python update per changed entity. A mark move
+costs nothing until a decision ranks an account holding that symbol: then each side involved is
+recomputed in one vectorized pass and its term differences are added to the equities (the ranked
+side's own differences are added on the fly, not written back).
 """
 
 from __future__ import annotations
@@ -58,10 +60,13 @@ UNITS = 65536.0
 MARGIN = 1 << 16
 #: Beyond this gross amount (|q| * M + |cost|, or a wallet) the float error bound no longer holds.
 LIMIT = float(1 << 36)
-#: Dirty entities waiting before the index is brought up to date without a decision asking.
+#: Dirty entities waiting before the index catches up without a decision asking.
 FLUSH_AT = 8192
 #: Positions first selected from the top of a side; grown 8x until their free quantity covers.
 FIRST_K = 16
+#: Stride of the sample that finds a floor for the selection on a large side.
+_STRIDE = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -73,9 +78,55 @@ class Candidate:
 
 
 def term_units(long: bool, q: float, cost: float, mark: float) -> int:
-    """The unrealized PnL of a position as equity units (the scalar form of :meth:`_Side.sync`)."""
+    """A position's unrealized PnL as equity units, from ``float(|q|)``, ``float(|cost|)``, ``float(M)``."""
     notional = q * mark
     return int(round(((notional - cost) if long else (cost - notional)) * UNITS))
+
+
+def choose(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.where(mask, a, b)`` for float64, bit for bit, without its branch per element (which a
+    random mask mispredicts: four times slower on a side of 500k)."""
+    bits = np.negative(mask, dtype=np.int64)  # all ones where mask
+    out = np.bitwise_and(a.view(np.int64), bits)
+    np.invert(bits, out=bits)
+    np.bitwise_and(b.view(np.int64), bits, out=bits)
+    np.bitwise_or(out, bits, out=out)
+    return out.view(np.float64)
+
+
+def _top(scores: np.ndarray, notional: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best by (score, float notional), and of every tie with the k-th: a set
+    that holds the head of the queue, whatever the exact tie-breaks say within it.
+
+    On a large side a strided sample first gives a floor that a few times ``k`` scores reach, and
+    the selection runs on those only (if fewer than ``k`` reach it, on all): the floor changes how
+    fast the set is found, never which set it is."""
+    pool = None
+    if len(scores) >= 64 * k:
+        sample = scores[::_STRIDE]
+        j = min(len(sample), k // _STRIDE + 4)
+        floor = np.partition(sample, len(sample) - j)[len(sample) - j]
+        pool = np.flatnonzero(scores >= floor)
+        if len(pool) < k:
+            pool = None
+    if pool is None:
+        pool = np.arange(len(scores))
+    pooled = scores[pool]
+    best = np.argpartition(pooled, len(pool) - k)[len(pool) - k:]
+    threshold = pooled[best].min()
+    if np.count_nonzero(pooled >= threshold) == k:  # no tie with the k-th outside the k
+        return pool[best]
+    above = pool[pooled > threshold]
+    tied = pool[pooled == threshold]
+    wanted = k - len(above)
+    if len(tied) > wanted:  # many share the k-th score (e.g. +inf): the larger notionals among them
+        cut = notional[tied][np.argpartition(notional[tied], len(tied) - wanted)[len(tied) - wanted]]
+        tied = tied[notional[tied] >= cut]
+    return np.concatenate([above, tied])
+
+
+def _grown(column: np.ndarray) -> np.ndarray:
+    return np.concatenate([column, np.zeros_like(column)])
 
 
 class _Accounts:
@@ -96,8 +147,7 @@ class _Accounts:
             slot = self.slot_of[account_id] = self._n
             self._n += 1
             if slot == len(self.wallet):
-                self.wallet = np.concatenate([self.wallet, np.zeros_like(self.wallet)])
-                self.equity = np.concatenate([self.equity, np.zeros_like(self.equity)])
+                self.wallet, self.equity = _grown(self.wallet), _grown(self.equity)
         return slot
 
     def set_wallet(self, account_id: str, balance: Decimal) -> None:
@@ -114,17 +164,16 @@ class _Accounts:
 class _Side:
     """The positions of one symbol on one side (long or short), as columns by row.
 
-    Rows are dense (a removed row is filled by the last one). ``term`` holds each position's PnL term
-    at ``mark`` (the mark the side was last synced to), which is what the account equities contain.
+    Rows are dense (a removed row is filled by the last one). ``q`` is ``float(|q|)``, ``cost`` is
+    ``float(|cost|) * 2**16``; ``term`` holds each position's PnL term at ``mark`` (the mark, in
+    units, the side was last synced to), which is what the account equities contain.
     """
 
-    __slots__ = ("symbol", "long", "accounts", "positions", "q", "cost", "term", "slot", "blocked", "n_blocked",
-                 "mark", "_wide", "_n")
+    __slots__ = ("symbol", "long", "accounts", "positions", "q", "cost", "term", "slot", "blocked",
+                 "n_blocked", "mark", "_view", "_wide", "_n")
 
     def __init__(self, symbol: str, long: bool, accounts: _Accounts) -> None:
-        self.symbol = symbol
-        self.long = long
-        self.accounts = accounts
+        self.symbol, self.long, self.accounts = symbol, long, accounts
         self.positions: list[Position] = []
         self.q = np.zeros(16)
         self.cost = np.zeros(16)
@@ -133,19 +182,12 @@ class _Side:
         self.blocked = np.zeros(16, dtype=bool)
         self.n_blocked = 0
         self.mark: float | None = None
-        self._wide: bool | None = False
+        self._view: tuple | None = None
+        self._wide: tuple[float | None, bool] | None = None
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
-
-    def _term(self, q: float, cost: float) -> int:
-        return 0 if self.mark is None else term_units(self.long, q, cost, self.mark)
-
-    def _grow(self) -> None:
-        for name in ("q", "cost", "term", "slot", "blocked"):
-            column = getattr(self, name)
-            setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
 
     def put(self, position: Position, q: float, cost: float, blocked: bool) -> None:
         """Add ``position`` or update its row, and move its term into its account's equity."""
@@ -153,7 +195,8 @@ class _Side:
         if row < 0:
             row = position.row = self._n
             if row == len(self.q):
-                self._grow()
+                for name in ("q", "cost", "term", "slot", "blocked"):
+                    setattr(self, name, _grown(getattr(self, name)))
             self.positions.append(position)
             self._n += 1
             slot = self.slot[row] = self.accounts.slot(position.account_id)
@@ -161,17 +204,16 @@ class _Side:
         else:
             slot, old_term, was_blocked = self.slot[row], int(self.term[row]), bool(self.blocked[row])
         self.q[row], self.cost[row] = q, cost
-        term = self._term(q, cost)
+        term = 0 if self.mark is None else int(round(q * self.mark - cost if self.long else cost - q * self.mark))
         self.term[row] = term
         self.accounts.equity[slot] += term - old_term
         self.blocked[row] = blocked
         self.n_blocked += blocked - was_blocked
-        self._wide = None
+        self._view = self._wide = None
 
     def remove(self, position: Position) -> None:
         row, last = position.row, self._n - 1
-        slot = self.slot[row]
-        self.accounts.equity[slot] -= self.term[row]
+        self.accounts.equity[self.slot[row]] -= self.term[row]
         self.n_blocked -= bool(self.blocked[row])
         if row != last:
             moved = self.positions[last]
@@ -182,34 +224,48 @@ class _Side:
         self.positions.pop()
         self._n = last
         position.row = -1
-        self._wide = None
+        self._view = self._wide = None
+
+    def at(self, mark: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(notional, upnl, terms) of every row at ``mark`` (in units), computed once per mark and rows."""
+        view = self._view
+        if view is None or view[0] != mark:
+            n = self._n
+            notional = self.q[:n] * mark
+            upnl = notional - self.cost[:n] if self.long else self.cost[:n] - notional
+            view = self._view = (mark, notional, upnl, np.rint(upnl).astype(np.int64))
+        return view[1], view[2], view[3]
 
     def sync(self, mark: float) -> None:
-        """Recompute every term at ``mark`` and move the differences into the account equities."""
+        """Recompute every term at ``mark`` (units) and move the differences into the equities."""
         if mark == self.mark:
             return
-        self.mark, n = mark, self._n
-        if n:
-            x = self.q[:n] * mark
-            if self.long:
-                x -= self.cost[:n]
-            else:
-                np.subtract(self.cost[:n], x, out=x)
-            x *= UNITS
-            new = np.rint(x, out=x).astype(np.int64)
-            term = self.term[:n]
-            self.accounts.equity[self.slot[:n]] += new - term
-            term[:] = new
-        self._wide = None
+        if self._n:
+            terms = self.at(mark)[2]
+            stored = self.term[:self._n]
+            self.accounts.equity[self.slot[:self._n]] += terms - stored
+            stored[:] = terms
+        self.mark = mark
 
-    def wide(self) -> bool:
-        """True when some row's |q| * M + |cost| may reach :data:`LIMIT` (a pure function of the rows)."""
-        if self._wide is None:
-            n = self._n
-            self._wide = bool(n) and (
-                float(self.cost[:n].max()) + (0.0 if self.mark is None else float(self.q[:n].max()) * self.mark)
-            ) >= LIMIT
-        return self._wide
+    def equity(self, mark: float | None) -> np.ndarray:
+        """Each row's account equity in units with this side's terms at ``mark`` (units, or None for
+        no mark yet), without writing them back."""
+        n = self._n
+        equity = self.accounts.equity[self.slot[:n]]
+        if mark != self.mark:
+            equity -= self.term[:n]
+            if mark is not None:
+                equity += self.at(mark)[2]
+        return equity
+
+    def wide(self, mark: float | None) -> bool:
+        """True when a row's |q| * M + |cost| may reach :data:`LIMIT` at ``mark`` (units)."""
+        if self._wide is None or self._wide[0] != mark:
+            n, gross = self._n, 0.0
+            if n:
+                gross = float(self.cost[:n].max()) + (0.0 if mark is None else float(self.q[:n].max()) * mark)
+            self._wide = (mark, gross >= LIMIT * UNITS)
+        return self._wide[1]
 
 
 class RankingIndex:
@@ -237,18 +293,21 @@ class RankingIndex:
             self.flush()
 
     def mark_changed(self, symbol: str, mark: Decimal) -> None:
-        self._marks[symbol] = float(mark)
+        self._marks[symbol] = float(mark) * UNITS
 
-    # -- keeping up --------------------------------------------------------------------------
+    # -- catching up ---------------------------------------------------------------------------
+
+    def _accounts_of(self, asset: str) -> _Accounts:
+        accounts = self._accounts.get(asset)
+        if accounts is None:
+            accounts = self._accounts[asset] = _Accounts()
+        return accounts
 
     def _side(self, symbol: str, long: bool) -> _Side:
         side = self._sides.get((symbol, long))
         if side is None:
             asset = self._asset_of(symbol)
-            accounts = self._accounts.get(asset)
-            if accounts is None:
-                accounts = self._accounts[asset] = _Accounts()
-            side = self._sides[(symbol, long)] = _Side(symbol, long, accounts)
+            side = self._sides[(symbol, long)] = _Side(symbol, long, self._accounts_of(asset))
             self._sides_of_asset.setdefault(asset, []).append(side)
         return side
 
@@ -257,40 +316,33 @@ class RankingIndex:
         if self._wallets:
             wallets, self._wallets = self._wallets, {}
             for (account_id, asset), balance in wallets.items():
-                accounts = self._accounts.get(asset)
-                if accounts is None:
-                    accounts = self._accounts[asset] = _Accounts()
-                accounts.set_wallet(account_id, balance)
+                self._accounts_of(asset).set_wallet(account_id, balance)
         if self._positions:
             positions, self._positions = self._positions, {}
             for position in positions.values():
-                self._refresh(position)
+                quantity = position.quantity
+                if position.row >= 0 and (quantity == 0 or (quantity > 0) != position.indexed_long):
+                    self._side(position.symbol, position.indexed_long).remove(position)
+                if quantity == 0:
+                    continue
+                size = quantity.copy_abs()
+                position.indexed_long = long = quantity > 0
+                self._side(position.symbol, long).put(position, float(size), float(position.cost.copy_abs()) * UNITS,
+                                                      position.reserved >= size)
 
-    def _refresh(self, position: Position) -> None:
-        quantity = position.quantity
-        indexed = position.row >= 0
-        if indexed and (quantity == 0 or (quantity > 0) != position.indexed_long):
-            self._side(position.symbol, position.indexed_long).remove(position)
-            indexed = False
-        if quantity == 0:
-            return
-        long = quantity > 0
-        position.indexed_long = long
-        self._side(position.symbol, long).put(
-            position, float(quantity.copy_abs()), float(position.cost.copy_abs()),
-            position.reserved >= quantity.copy_abs())
-
-    def _sync_asset(self, asset: str, skip: _Side | None = None) -> bool:
-        """Sync every side of ``asset`` (but ``skip``) to its symbol's latest mark; True when every
-        equity of the asset is within the error bound (no wide position or wallet)."""
-        marks, tight = self._marks, not self._accounts[asset].wide_wallets
-        for side in self._sides_of_asset.get(asset, ()):
-            if side is skip:
+    def _tight(self, side: _Side) -> bool:
+        """Sync every side of ``side``'s asset that ranked accounts may hold (all but the opposite
+        side of its symbol, and ``side`` itself, which is read at its latest mark without syncing);
+        True when none of them, and no wallet of the asset, is beyond the error bound."""
+        accounts, marks = side.accounts, self._marks
+        tight = not accounts.wide_wallets and not side.wide(marks.get(side.symbol))
+        for other in self._sides_of_asset[self._asset_of(side.symbol)]:
+            if other.symbol == side.symbol:
                 continue
-            mark = marks.get(side.symbol)
+            mark = marks.get(other.symbol)
             if mark is not None:
-                side.sync(mark)
-            tight = tight and not side.wide()
+                other.sync(mark)
+            tight = tight and not other.wide(mark)
         return tight
 
     # -- ranking -----------------------------------------------------------------------------
@@ -308,76 +360,81 @@ class RankingIndex:
     ) -> list[Candidate]:
         """The queue of the ``long`` (or short) side of ``symbol`` at ``mark``, first first: the
         positions with free quantity, ordered by ``score`` (a policy's vectorized score, see
-        :class:`~adl_stream.engine.ranking.PnlLeverage`). With ``covering``, only the head of the
-        queue whose free quantity sums to at least ``covering`` (or all of it); ``limit`` caps how
-        many candidates are returned."""
+        :mod:`.ranking`). With ``covering``, only the head of the queue whose free quantity sums to
+        at least ``covering`` (or all of it); ``limit`` caps how many are returned."""
         self.flush()
         side = self._sides.get((symbol, long))
         if side is None or not len(side):
             return []
-        tight = self._sync_asset(self._asset_of(symbol), skip=self._sides.get((symbol, not long)))
-        n = len(side)
-        rows = np.flatnonzero(~side.blocked[:n]) if side.n_blocked else np.arange(n)
-        scores, notional = self._scores(side, rows, float(mark), tight, exact_equity, score)
-        count, k = len(rows), FIRST_K if covering is not None else len(rows)
+        n, blocked = len(side), side.n_blocked
+        scores, notional = self._scores(side, float(mark) * UNITS, exact_equity, score)
+        if blocked:  # no free quantity: last, and never selected
+            scores[np.flatnonzero(side.blocked[:n])] = -np.inf
+        count = n - blocked
+        k = FIRST_K if covering is not None else count
         while True:
             if k >= count:
-                return self._candidates(side, self._order(side, rows, np.arange(count), scores, notional, mark),
-                                        mark, limit)
-            threshold = scores[np.argpartition(scores, count - k)[count - k]]
-            top = np.flatnonzero(scores >= threshold)  # the k best and every tie with the k-th
-            head = self._candidates(side, self._order(side, rows, top, scores, notional, mark), mark, limit)
+                rows = np.flatnonzero(~side.blocked[:n]) if blocked else np.arange(n)
+                return self._candidates(side, self._order(side, rows, scores, notional, mark), mark, limit)
+            head = self._candidates(side, self._order(side, _top(scores, notional, k), scores, notional, mark),
+                                    mark, limit)
             if sum((c.position.free for c in head), Decimal(0)) >= covering:
                 return head
             k *= 8
 
-    def _scores(self, side: _Side, rows: np.ndarray, mark: float, tight: bool,
-                exact_equity: Callable[[str], Decimal], score: Callable[..., np.ndarray]):
-        """(scores, float notionals) of ``rows`` of ``side``; +inf where equity <= 0 (exactly)."""
-        slots = side.slot[rows]
-        q, cost, equity_units = side.q[rows], side.cost[rows], side.accounts.equity[slots]
-        notional = q * mark
-        upnl = notional - cost if side.long else cost - notional
-        equity = equity_units / UNITS
-        first = []
-        for i in (np.flatnonzero(equity_units <= MARGIN).tolist() if tight else range(len(rows))):
-            value = exact_equity(side.positions[rows[i]].account_id)
+    def _scores(self, side: _Side, mark: float, exact_equity: Callable[[str], Decimal],
+                score: Callable[..., np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, notionals in units) of the rows of ``side`` at ``mark`` (units); +inf where
+        equity <= 0 (exactly)."""
+        tight = self._tight(side)
+        latest = self._marks.get(side.symbol)
+        equity_units = side.equity(latest)
+        notional, upnl, _ = side.at(mark)
+        equity = equity_units.astype(np.float64)
+        if tight:  # beyond the margin the sign is certain; within it, the engine's exact equity says
+            low = np.flatnonzero(equity_units <= MARGIN)
+            first = low[equity_units[low] < -MARGIN].tolist()
+            uncertain = low[equity_units[low] >= -MARGIN].tolist()
+        else:
+            first, uncertain = [], range(len(side))
+        for row in uncertain:
+            value = exact_equity(side.positions[row].account_id)
             if value > 0:
-                equity[i] = float(value)
+                equity[row] = float(value) * UNITS
             else:
-                equity[i] = 1.0
-                first.append(i)
-        scores = score(side.long, notional, upnl, cost, equity)
+                first.append(row)
+        if first:
+            equity[first] = 1.0
+        scores = score(side.long, notional, upnl, side.cost[:len(side)], equity)
         if first:
             scores[first] = np.inf
         return scores, notional
 
     @staticmethod
-    def _order(side: _Side, rows: np.ndarray, picked: np.ndarray, scores: np.ndarray,
-               notional: np.ndarray, mark: Decimal) -> list[tuple[int, float]]:
-        """(row, score) of ``picked`` in queue order: score, then notional, then account id. Floats
-        order first (a float notional never orders two exact notionals the wrong way round); runs
-        equal in both are ordered exactly."""
+    def _order(side: _Side, picked: np.ndarray, scores: np.ndarray, notional: np.ndarray,
+               mark: Decimal) -> list[tuple[int, float]]:
+        """(row, score) of the rows ``picked`` in queue order: score, then notional, then account id.
+        Floats order first (a float notional never orders two exact notionals the wrong way round);
+        runs equal in both are ordered exactly."""
         s, n = scores[picked], notional[picked]
         order = np.lexsort((-n, -s))
-        s, n, chosen = s[order], n[order], rows[picked[order]]
-        out = list(zip(chosen.tolist(), s.tolist()))
-        ties = np.flatnonzero((s[1:] == s[:-1]) & (n[1:] == n[:-1]))
-        if len(ties):
+        s, n = s[order], n[order]
+        out = list(zip(picked[order].tolist(), s.tolist()))
+        ties = np.flatnonzero((s[1:] == s[:-1]) & (n[1:] == n[:-1])).tolist()
+        if ties:
             positions = side.positions
 
             def exact(item):
                 position = positions[item[0]]
                 return (-(position.quantity.copy_abs() * mark), position.account_id)
 
-            start = None
-            for i in ties.tolist():
-                if start is None or i != end:
-                    if start is not None:
-                        out[start:end + 1] = sorted(out[start:end + 1], key=exact)
-                    start = i
-                end = i + 1
-            out[start:end + 1] = sorted(out[start:end + 1], key=exact)
+            start = end = ties[0]
+            for i in ties[1:] + [None]:
+                if i is not None and i == end + 1:
+                    end = i
+                    continue
+                out[start:end + 2] = sorted(out[start:end + 2], key=exact)
+                start = end = i
         return out
 
     @staticmethod

@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from .index import Candidate
+from .index import Candidate, choose
 
 __all__ = ["Candidate", "PnlLeverage", "RANKING_POLICIES", "RankingPolicy"]
 
@@ -23,8 +23,9 @@ class RankingPolicy(Protocol):
 
     def score(self, long: bool, notional: np.ndarray, upnl: np.ndarray, cost: np.ndarray,
               equity: np.ndarray) -> np.ndarray:
-        """Scores of one side's positions (``notional = |q| * M``, ``cost = |cost basis|``,
-        ``equity > 0`` of each position's account), higher first."""
+        """Scores of one side's positions, higher first, from float64 columns: ``notional = |q| * M``,
+        ``upnl``, ``cost = |cost basis|`` and the ``equity > 0`` of each position's account, all in
+        the same unit (the index's 2**-16 of the settle asset): a score must be made of their ratios."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class PnlLeverage:
     def score(self, long, notional, upnl, cost, equity):
         pnl_pct = upnl / cost
         leverage = notional / equity
-        return np.where(upnl > 0, pnl_pct * leverage, pnl_pct / leverage)
+        return choose(upnl > 0, pnl_pct * leverage, pnl_pct / leverage)
 
 
 RANKING_POLICIES: dict[str, type[PnlLeverage]] = {PnlLeverage.name: PnlLeverage}

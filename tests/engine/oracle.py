@@ -63,6 +63,8 @@ def queue(engine: Engine, symbol: str, long: bool, mark: Decimal, score=pnl_leve
         units = equity_units(engine, p.account_id, asset)
         if is_tight and units > MARGIN:
             value = score(long, notional, upnl, cost, units / UNITS)
+        elif is_tight and units < -MARGIN:
+            value = float("inf")
         else:
             exact = engine.equity(p.account_id, asset)
             value = score(long, notional, upnl, cost, float(exact)) if exact > 0 else float("inf")

@@ -162,7 +162,8 @@ def test_a_position_beyond_the_error_bound_switches_the_asset_to_exact_equity():
     _run(ops, indexed, reference)
     assert 1000 * 1e8 >= LIMIT
     assert not oracle.tight(indexed, "USDT", ("BTCUSDT", True))
-    assert indexed.index._sync_asset("USDT") is False
+    assert indexed.index._tight(indexed.index._side("BTCUSDT", True)) is False
+    assert indexed.index._tight(indexed.index._side("BTCUSDC", True)) is True
     assert oracle.tight(indexed, "USDC", ("BTCUSDC", True))
 
 
@@ -183,3 +184,23 @@ def test_a_restored_engine_decides_the_rest_byte_identically(ops, data):
     assert _queues(restored) == _queues(original)
     with first_k(data.draw(st.sampled_from([1, index.FIRST_K]))):
         _run(ops[cut:], original, restored, start=cut)
+
+
+@given(st.data())
+def test_the_selected_set_is_the_head_of_the_queue_with_every_tie(data):
+    """``_top`` against its definition, on sides large enough for the sampled floor and with ties."""
+    import numpy as np
+
+    size = data.draw(st.sampled_from([3, 50, 700, 2500]))
+    values = data.draw(st.lists(st.sampled_from([-1.5, 0.0, 0.25, 0.5, 2.0, float("inf"), float("-inf")]),
+                                min_size=1, max_size=7))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scores = rng.choice(np.array(values), size) if data.draw(st.booleans()) else rng.normal(size=size)
+    notional = rng.choice(np.array([1.0, 2.0, 3.0]), size)
+    k = data.draw(st.integers(1, min(size, 40)))
+    got = set(index._top(scores, notional, k).tolist())
+    order = sorted(range(size), key=lambda i: (-scores[i], -notional[i]))
+    kth = (scores[order[k - 1]], notional[order[k - 1]])
+    want = {i for i in range(size) if (scores[i], notional[i]) >= kth}
+    assert got == want
