@@ -204,8 +204,9 @@ class Engine:
         return outcome
 
     def _wallet_changed(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
-        if self.wallets.apply_fill(account_id, asset, amount, ts):
-            self.index.wallet_changed(account_id, asset, self.wallets.balance(account_id, asset))
+        wallet = self.wallets.apply_fill(account_id, asset, amount, ts)
+        if wallet is not None:
+            self.index.wallet_changed(account_id, asset, wallet)
 
     def _mark(self, mark: MarkPrice) -> Outcome:
         validation.check_mark(mark, self.symbols)
@@ -226,8 +227,7 @@ class Engine:
             outcome.stale = True
             return outcome
         self._advance(update.ts, outcome)
-        self.index.wallet_changed(update.account_id, update.asset,
-                                  self.wallets.balance(update.account_id, update.asset))
+        self.index.wallet_changed(update.account_id, update.asset, self.wallets.get(update.account_id, update.asset))
         self.changed.add((WALLET, update.account_id, update.asset))
         return outcome
 

@@ -53,6 +53,7 @@ from decimal import Decimal
 import numpy as np
 
 from .positions import Position
+from .wallets import Wallet
 
 #: Equity and PnL terms are integers in units of 2**-16 of the settle asset.
 UNITS = 65536.0
@@ -150,15 +151,17 @@ class _Accounts:
                 self.wallet, self.equity = _grown(self.wallet), _grown(self.equity)
         return slot
 
-    def set_wallet(self, account_id: str, balance: Decimal) -> None:
-        slot, value = self.slot(account_id), float(balance)
-        if abs(value) >= LIMIT:
-            self.wide_wallets.add(account_id)
-        else:
-            self.wide_wallets.discard(account_id)
-        units = int(round(value * UNITS))
-        self.equity[slot] += units - int(self.wallet[slot])
-        self.wallet[slot] = units
+    def set_wallets(self, balances: dict[str, Decimal]) -> None:
+        """Set the wallets of these accounts and move the differences into their equities."""
+        slots = np.fromiter((self.slot(account) for account in balances), np.intp, len(balances))
+        values = np.fromiter(map(float, balances.values()), np.float64, len(balances))
+        wide = np.abs(values) >= LIMIT
+        if wide.any() or self.wide_wallets:
+            for account, is_wide in zip(balances, wide.tolist()):
+                (self.wide_wallets.add if is_wide else self.wide_wallets.discard)(account)
+        units = np.rint(values * UNITS).astype(np.int64)
+        self.equity[slots] += units - self.wallet[slots]
+        self.wallet[slots] = units
 
 
 class _Side:
@@ -189,26 +192,37 @@ class _Side:
     def __len__(self) -> int:
         return self._n
 
-    def put(self, position: Position, q: float, cost: float, blocked: bool) -> None:
-        """Add ``position`` or update its row, and move its term into its account's equity."""
-        row = position.row
-        if row < 0:
-            row = position.row = self._n
-            if row == len(self.q):
-                for name in ("q", "cost", "term", "slot", "blocked"):
-                    setattr(self, name, _grown(getattr(self, name)))
-            self.positions.append(position)
-            self._n += 1
-            slot = self.slot[row] = self.accounts.slot(position.account_id)
-            old_term, was_blocked = 0, False
-        else:
-            slot, old_term, was_blocked = self.slot[row], int(self.term[row]), bool(self.blocked[row])
-        self.q[row], self.cost[row] = q, cost
-        term = 0 if self.mark is None else int(round(q * self.mark - cost if self.long else cost - q * self.mark))
-        self.term[row] = term
-        self.accounts.equity[slot] += term - old_term
-        self.blocked[row] = blocked
-        self.n_blocked += blocked - was_blocked
+    def put(self, positions: list[Position]) -> None:
+        """Add these positions (none on another side) or update their rows, and move their terms into
+        their accounts' equities."""
+        rows = np.empty(len(positions), dtype=np.intp)
+        q = np.empty(len(positions))
+        cost = np.empty(len(positions))
+        blocked = np.empty(len(positions), dtype=bool)
+        for i, position in enumerate(positions):
+            size = position.quantity.copy_abs()
+            q[i], cost[i], blocked[i] = float(size), float(position.cost.copy_abs()), position.reserved >= size
+            row = position.row
+            if row < 0:
+                row = position.row = self._n
+                self._n += 1
+                if row == len(self.q):
+                    for name in ("q", "cost", "term", "slot", "blocked"):
+                        setattr(self, name, _grown(getattr(self, name)))
+                self.positions.append(position)
+                self.slot[row] = self.accounts.slot(position.account_id)
+                self.term[row] = 0
+                self.blocked[row] = False
+            rows[i] = row
+        cost *= UNITS
+        self.q[rows], self.cost[rows] = q, cost
+        if self.mark is not None:
+            upnl = q * self.mark - cost if self.long else cost - q * self.mark
+            terms = np.rint(upnl).astype(np.int64)
+            self.accounts.equity[self.slot[rows]] += terms - self.term[rows]
+            self.term[rows] = terms
+        self.n_blocked += int(np.count_nonzero(blocked)) - int(np.count_nonzero(self.blocked[rows]))
+        self.blocked[rows] = blocked
         self._view = self._wide = None
 
     def remove(self, position: Position) -> None:
@@ -278,7 +292,7 @@ class RankingIndex:
         self._sides_of_asset: dict[str, list[_Side]] = {}
         self._marks: dict[str, float] = {}
         self._positions: dict[int, Position] = {}
-        self._wallets: dict[tuple[str, str], Decimal] = {}
+        self._wallets: dict[tuple[str, str], Wallet] = {}
 
     # -- what the engine tells it ------------------------------------------------------------
 
@@ -287,8 +301,8 @@ class RankingIndex:
         if len(self._positions) >= FLUSH_AT:
             self.flush()
 
-    def wallet_changed(self, account_id: str, asset: str, balance: Decimal) -> None:
-        self._wallets[(account_id, asset)] = balance
+    def wallet_changed(self, account_id: str, asset: str, wallet: Wallet) -> None:
+        self._wallets[(account_id, asset)] = wallet
         if len(self._wallets) >= FLUSH_AT:
             self.flush()
 
@@ -315,20 +329,23 @@ class RankingIndex:
         """Bring the columns up to date with every entity changed since the last flush."""
         if self._wallets:
             wallets, self._wallets = self._wallets, {}
-            for (account_id, asset), balance in wallets.items():
-                self._accounts_of(asset).set_wallet(account_id, balance)
+            by_asset: dict[str, dict[str, Decimal]] = {}
+            for (account_id, asset), wallet in wallets.items():
+                by_asset.setdefault(asset, {})[account_id] = wallet.balance
+            for asset, balances in by_asset.items():
+                self._accounts_of(asset).set_wallets(balances)
         if self._positions:
             positions, self._positions = self._positions, {}
+            by_side: dict[tuple[str, bool], list[Position]] = {}
             for position in positions.values():
                 quantity = position.quantity
                 if position.row >= 0 and (quantity == 0 or (quantity > 0) != position.indexed_long):
                     self._side(position.symbol, position.indexed_long).remove(position)
-                if quantity == 0:
-                    continue
-                size = quantity.copy_abs()
-                position.indexed_long = long = quantity > 0
-                self._side(position.symbol, long).put(position, float(size), float(position.cost.copy_abs()) * UNITS,
-                                                      position.reserved >= size)
+                if quantity != 0:
+                    position.indexed_long = long = quantity > 0
+                    by_side.setdefault((position.symbol, long), []).append(position)
+            for (symbol, long), changed in by_side.items():
+                self._side(symbol, long).put(changed)
 
     def _tight(self, side: _Side) -> bool:
         """Sync every side of ``side``'s asset that ranked accounts may hold (all but the opposite

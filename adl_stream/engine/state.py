@@ -102,7 +102,7 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
     for position in engine.book:
         index.position_changed(position)
     for (account, asset), wallet in engine.wallets.items():
-        index.wallet_changed(account, asset, wallet.balance)
+        index.wallet_changed(account, asset, wallet)
     for symbol, (price, _) in engine.marks.items():
         index.mark_changed(symbol, price)
     engine.changed.clear()

@@ -52,11 +52,13 @@ class Wallets:
         wallet.as_of = ts
         return True
 
-    def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> bool:
-        """Add a fill's realized PnL minus fee, unless the last balance already includes it (False)."""
+    def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> Wallet | None:
+        """Add a fill's realized PnL minus fee, unless the last balance already includes it; the
+        wallet when its balance moved."""
         wallet = self._wallets.setdefault((account_id, asset), Wallet())
         if ts > wallet.as_of:
-            wallet.balance += amount
             wallet.after.append((ts, amount))
-            return True
-        return False
+            if amount:
+                wallet.balance += amount
+                return wallet
+        return None
