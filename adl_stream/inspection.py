@@ -67,5 +67,5 @@ def report(settings: Settings, symbol: str | None = None, top: int = 10) -> dict
                 out["symbol"]["queues"][f"against a bankrupt {bankrupt}"] = [
                     {"rank": rank, "account_id": c.position.account_id, "quantity": str(c.position.quantity),
                      "free": str(c.position.free), "score": c.score, "notional": str(c.notional)}
-                    for rank, c in enumerate(engine.adl_queue(symbol, bankrupt)[:top], start=1)]
+                    for rank, c in enumerate(engine.adl_queue(symbol, bankrupt, top), start=1)]
     return out

@@ -71,6 +71,8 @@ class Book:
 
     def trade(self, symbol: str, buyer: str, seller: str, quantity: Decimal, price: Decimal, kind="TRADE",
               order_id=None) -> int:
+        if self.ids % 4096 == 0:
+            self.engine.changed.clear()  # the processor takes the changes at every commit
         for account, side in ((buyer, "BUY"), (seller, "SELL")):
             self.ids += 1
             self.engine.apply(Fill(f"f{self.ids}", account, symbol, side, quantity, price, Decimal(0), kind,

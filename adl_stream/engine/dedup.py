@@ -3,6 +3,10 @@
 An id is remembered until stream time has moved ``window_ms`` past the event that carried it. A
 record older than the window cannot be proven new, so the engine rejects it as ``late_event``
 rather than risk applying it twice (see :class:`adl_stream.engine.engine.Engine`).
+
+Ids are kept by the millisecond of their event: one list per millisecond (a crash brings hundreds
+of fills a millisecond), under a heap of the milliseconds, so an id costs its dict entry and one
+list slot, and the event time is one shared int per millisecond.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import heapq
 
 
 class SeenIds:
-    __slots__ = ("window_ms", "_ids", "_expiry")
+    __slots__ = ("window_ms", "_ids", "_by_ts", "_times")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
         self._ids: dict[str, int] = {}  # id -> event time
-        self._expiry: list[tuple[int, str]] = []
+        self._by_ts: dict[int, list] = {}  # event time -> [event time, its ids in arrival order]
+        self._times: list[int] = []  # heap of the keys of _by_ts
 
     def __contains__(self, id_: str) -> bool:
         return id_ in self._ids
@@ -28,8 +33,12 @@ class SeenIds:
         return self._ids.get(id_)
 
     def add(self, id_: str, ts: int) -> None:
-        self._ids[id_] = ts
-        heapq.heappush(self._expiry, (ts, id_))
+        ids = self._by_ts.get(ts)
+        if ids is None:
+            ids = self._by_ts[ts] = [ts]  # the millisecond's one int first, its ids after it
+            heapq.heappush(self._times, ts)
+        self._ids[id_] = ids[0]
+        ids.append(id_)
 
     def evict(self, now: int) -> list[str]:
         """Forget (and return) the ids of events older than ``now - window_ms``.
@@ -37,10 +46,11 @@ class SeenIds:
         By event time, not arrival: an id stays exactly as long as a record carrying it could still
         be accepted, and the set is a function of its contents (a restored set evicts the same ids).
         """
-        horizon, expiry, ids = now - self.window_ms, self._expiry, self._ids
+        horizon, times, ids = now - self.window_ms, self._times, self._ids
         evicted = []
-        while expiry and expiry[0][0] < horizon:
-            id_ = heapq.heappop(expiry)[1]
-            del ids[id_]
-            evicted.append(id_)
+        while times and times[0] < horizon:
+            gone = self._by_ts.pop(heapq.heappop(times))[1:]
+            for id_ in gone:
+                del ids[id_]
+            evicted += gone
         return evicted

@@ -223,11 +223,12 @@ class Engine:
     def _balance(self, update: BalanceUpdate) -> Outcome:
         validation.check_balance(update, self.assets)
         outcome = Outcome()
-        if not self.wallets.set_balance(update.account_id, update.asset, update.wallet_balance, update.ts):
+        wallet = self.wallets.set_balance(update.account_id, update.asset, update.wallet_balance, update.ts)
+        if wallet is None:
             outcome.stale = True
             return outcome
         self._advance(update.ts, outcome)
-        self.index.wallet_changed(update.account_id, update.asset, self.wallets.get(update.account_id, update.asset))
+        self.index.wallet_changed(update.account_id, update.asset, wallet)
         self.changed.add((WALLET, update.account_id, update.asset))
         return outcome
 

@@ -64,50 +64,51 @@ class Position:
 
 
 class PositionBook:
-    """Open positions, indexed by symbol (for ranking) and by account (for equity)."""
+    """Open positions by symbol, then account. An account's positions across symbols are found by
+    asking each symbol (a few dict lookups, only for an exact equity): the ranking index keeps what
+    ranking needs per account, so the book keeps no second map."""
 
-    __slots__ = ("_by_symbol", "_by_account")
+    __slots__ = ("_by_symbol",)
 
     def __init__(self) -> None:
         self._by_symbol: dict[str, dict[str, Position]] = {}
-        self._by_account: dict[str, dict[str, Position]] = {}
 
     def __len__(self) -> int:
         return sum(len(positions) for positions in self._by_symbol.values())
 
     def get(self, account_id: str, symbol: str) -> Position | None:
-        return self._by_symbol.get(symbol, {}).get(account_id)
+        in_symbol = self._by_symbol.get(symbol)
+        return None if in_symbol is None else in_symbol.get(account_id)
 
     def open(self, account_id: str, symbol: str) -> Position:
         """The position of ``account_id`` in ``symbol``, created flat if there is none."""
-        in_symbol = self._by_symbol.setdefault(symbol, {})
+        in_symbol = self._by_symbol.get(symbol)
+        if in_symbol is None:
+            in_symbol = self._by_symbol[symbol] = {}
         position = in_symbol.get(account_id)
         if position is None:
             position = in_symbol[account_id] = Position(account_id, symbol)
-            self._by_account.setdefault(account_id, {})[symbol] = position
         return position
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""
         if position.quantity != ZERO or position.reserved != ZERO:
             return
-        account, symbol = position.account_id, position.symbol
-        in_symbol = self._by_symbol.get(symbol, {})
+        in_symbol = self._by_symbol.get(position.symbol, {})
         # Identity, not key: a reservation may outlive its (already forgotten) position, and the
         # account may since hold a new position in the symbol that must stay.
-        if in_symbol.get(account) is not position:
-            return
-        del in_symbol[account]
-        of_account = self._by_account[account]
-        del of_account[symbol]
-        if not of_account:
-            del self._by_account[account]
+        if in_symbol.get(position.account_id) is position:
+            del in_symbol[position.account_id]
 
     def in_symbol(self, symbol: str):
         return self._by_symbol.get(symbol, {}).values()
 
     def of_account(self, account_id: str):
-        return self._by_account.get(account_id, {}).values()
+        """The account's positions, by symbol in the order symbols were first seen."""
+        for positions in self._by_symbol.values():
+            position = positions.get(account_id)
+            if position is not None:
+                yield position
 
     def __iter__(self):
         for positions in self._by_symbol.values():

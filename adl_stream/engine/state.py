@@ -45,7 +45,7 @@ def value_of(engine: Engine, key: Key) -> Any:
         return None if position is None else (position.quantity, position.cost)
     if kind == WALLET:
         wallet = engine.wallets.get(key[1], key[2])
-        return None if wallet is None else (wallet.balance, wallet.as_of, tuple(wallet.after))
+        return None if wallet is None else (wallet.balance, wallet.as_of, tuple(wallet.after or ()))
     if kind == FUND:
         return engine.funds.held(key[1])
     if kind == MARK:
@@ -80,7 +80,7 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
             position.quantity, position.cost = value
         elif kind == WALLET:
             balance, as_of, after = value
-            engine.wallets.put(key[1], key[2], Wallet(balance, as_of, list(after)))
+            engine.wallets.put(key[1], key[2], Wallet(balance, as_of, list(after) or None))
         elif kind == FUND:
             engine.funds.credit(key[1], value)
         elif kind == MARK:
