@@ -26,6 +26,8 @@ TARGETS = {  # figure -> (target, higher is better)
     "e2e_ratio": (0.50, True),
     "p99_ms@100000": (1.0, False),
     "p99_ms@1000000": (10.0, False),
+    "updates_per_s_min": (100_000, True),
+    "bytes_per_position_max": (500, False),
     "restore_s@1000000": (5.0, False),
     "peer_ratio": (1.0, True),
 }
@@ -98,6 +100,9 @@ def _targets(results: dict) -> list[dict]:
     figures = {}
     for row in results.get("decision", []):
         figures[f"p99_ms@{row['positions']}"] = row["p99_ms"]
+    if results.get("decision"):
+        figures["updates_per_s_min"] = min(row["updates_per_s"] for row in results["decision"])
+        figures["bytes_per_position_max"] = max(row["bytes_per_position"] for row in results["decision"])
     pipe = results.get("pipeline", {})
     if pipe:
         figures["e2e_ratio"] = min(pipe["crash_ratio"], pipe["book_ratio"])
