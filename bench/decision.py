@@ -33,7 +33,7 @@ from adl_stream.engine import (
     SymbolSpec,
 )
 from adl_stream.engine.funds import FundExhausted
-from adl_stream.engine.ranking import PnlLeverage
+from adl_stream.engine.allocation import PnlLeverage
 
 from .report import percentiles, rss_bytes
 

@@ -3,7 +3,8 @@
 from .engine import Engine, Outcome
 from .errors import Rejected
 from .funds import FundExhausted, FundFloor, TriggerPolicy
-from .ranking import RANKING_POLICIES, PnlLeverage, RankingPolicy
+from .allocation import ALLOCATION_POLICIES, AllocationPolicy, PnlLeverage
+from .funds import Drawdown
 from .records import (
     AdlOrder,
     BalanceUpdate,
@@ -31,8 +32,9 @@ __all__ = [
     "Outcome",
     "OutputRecord",
     "PnlLeverage",
-    "RANKING_POLICIES",
-    "RankingPolicy",
+    "ALLOCATION_POLICIES",
+    "AllocationPolicy",
+    "Drawdown",
     "Rejected",
     "ShortfallDecision",
     "SymbolSpec",

@@ -26,7 +26,7 @@ from .funds import FundExhausted, FundLedger, TriggerPolicy
 from .index import Candidate, RankingIndex
 from .numbers import EXACT, ZERO
 from .positions import PositionBook
-from .ranking import PnlLeverage, RankingPolicy
+from .allocation import AllocationPolicy, PnlLeverage, QueuePolicy
 from .records import (
     ADL,
     BUY,
@@ -44,7 +44,7 @@ from .records import (
 )
 from .reservations import Reservation, ReservationBook
 from .shortfall import ShortfallContext, decide
-from .state import FUND, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
+from .state import FUND, FUND_HISTORY, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
 from .symbols import SymbolSpec
 from .wallets import Wallets
 
@@ -67,7 +67,7 @@ class Engine:
         symbols: Mapping[str, SymbolSpec],
         *,
         trigger: TriggerPolicy | None = None,
-        ranking: RankingPolicy | None = None,
+        ranking: AllocationPolicy | None = None,
         reservation_timeout_ms: int = 60_000,
         dedup_window_ms: int = 86_400_000,
     ) -> None:
@@ -78,7 +78,8 @@ class Engine:
         self.index = RankingIndex(lambda symbol: self.symbols[symbol].settle_asset)
         self.marks: dict[str, tuple[Decimal, int]] = {}
         self.wallets = Wallets()
-        self.funds = FundLedger()
+        trigger = trigger or FundExhausted()
+        self.funds = FundLedger(trigger.window_ms)
         self.reservations = ReservationBook(self.index.position_changed)
         self.seen = SeenIds(dedup_window_ms)
         self.stream_time = -1
@@ -89,7 +90,7 @@ class Engine:
             index=self.index,
             funds=self.funds,
             reservations=self.reservations,
-            trigger=trigger or FundExhausted(),
+            trigger=trigger,
             ranking=ranking or PnlLeverage(),
             reservation_timeout_ms=reservation_timeout_ms,
         )
@@ -131,7 +132,13 @@ class Engine:
         with decimal.localcontext(EXACT):
             return self.index.ranked(symbol, bankrupt_side != LONG, mark,
                                      lambda account: self._equity(account, asset),
-                                     self._shortfalls.ranking.score, limit=top)
+                                     self._queue_policy().score, limit=top)
+
+    def _queue_policy(self):
+        """The configured policy if it is a queue, else ``pnl-leverage`` (whose queue gives the
+        spreading policies' ranks and the ADL indicators)."""
+        policy = self._shortfalls.ranking
+        return policy if isinstance(policy, QueuePolicy) else PnlLeverage()
 
     def equity(self, account_id: str, asset: str) -> Decimal:
         """Wallet balance plus unrealized PnL of the account's positions settled in ``asset``.
@@ -203,6 +210,11 @@ class Engine:
             changed.add((RESERVATION, fill.adl_order_id, fill.account_id))
         return outcome
 
+    def _fund_changed(self, fund_id: str) -> None:
+        self.changed.add((FUND, fund_id))
+        if self.funds.window_ms is not None:
+            self.changed.add((FUND_HISTORY, fund_id))
+
     def _wallet_changed(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
         wallet = self.wallets.apply_fill(account_id, asset, amount, ts)
         if wallet is not None:
@@ -241,8 +253,9 @@ class Engine:
         if flow.kind not in FUND_INFLOWS:
             self.funds.check_debit(flow.fund_id, flow.amount)
         self.seen.add(flow.flow_id, flow.ts)
-        self.funds.credit(flow.fund_id, flow.amount if flow.kind in FUND_INFLOWS else -flow.amount)
-        self.changed.update(((SEEN, flow.flow_id), (FUND, flow.fund_id)))
+        self.funds.credit(flow.fund_id, flow.amount if flow.kind in FUND_INFLOWS else -flow.amount, self.stream_time)
+        self.changed.add((SEEN, flow.flow_id))
+        self._fund_changed(flow.fund_id)
         return outcome
 
     def _shortfall(self, shortfall: LiquidationShortfall) -> Outcome:
@@ -256,13 +269,13 @@ class Engine:
         self._advance(shortfall.ts, outcome)
         # decide() checks the bankrupt position before it changes anything.
         orders, decision = decide(
-            shortfall, spec, mark, lambda account: self._equity(account, asset), self._shortfalls
+            shortfall, spec, mark, lambda account: self._equity(account, asset), self._shortfalls, self.stream_time
         )
         self.seen.add(shortfall.event_id, shortfall.ts)
         changed = self.changed
         changed.add((SEEN, shortfall.event_id))
         if decision.outcome == FUND_COVERED:
-            changed.add((FUND, decision.fund_id))
+            self._fund_changed(decision.fund_id)
         for order in orders:
             for account in (order.account_id, order.bankrupt_account_id):
                 changed.add((RESERVATION, order.order_id, account))

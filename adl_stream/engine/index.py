@@ -78,21 +78,50 @@ class Candidate:
     notional: Decimal
 
 
+@dataclass(slots=True)
+class _Columns:
+    """A side scored: per row (all rows of the side, by row number)."""
+
+    side: _Side
+    scores: np.ndarray
+    notional: np.ndarray
+    upnl: np.ndarray
+    equity: np.ndarray
+    broke: np.ndarray
+
+    def rows(self) -> np.ndarray:
+        """The rows with free quantity."""
+        n = len(self.scores)
+        return np.flatnonzero(~self.side.blocked[:n]) if self.side.n_blocked else np.arange(n)
+
+
+@dataclass(frozen=True, slots=True)
+class SideView:
+    """A side's positions with free quantity in queue order, and their columns in the same order.
+
+    Money columns are in units of 2**-16 of the settle asset (``notional``, ``upnl``, ``cost`` =
+    ``|cost basis|``, ``equity`` of the account, 0 where ``broke``: equity <= 0); ``q`` and ``free``
+    are ``float(|q|)`` and ``float(free quantity)``; ``mark`` is the ranking mark in units."""
+
+    positions: list[Position]
+    scores: np.ndarray
+    q: np.ndarray
+    free: np.ndarray
+    cost: np.ndarray
+    notional: np.ndarray
+    upnl: np.ndarray
+    equity: np.ndarray
+    broke: np.ndarray
+    mark: float
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 def term_units(long: bool, q: float, cost: float, mark: float) -> int:
     """A position's unrealized PnL as equity units, from ``float(|q|)``, ``float(|cost|)``, ``float(M)``."""
     notional = q * mark
     return int(round(((notional - cost) if long else (cost - notional)) * UNITS))
-
-
-def choose(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.where(mask, a, b)`` for float64, bit for bit, without its branch per element (which a
-    random mask mispredicts: four times slower on a side of 500k)."""
-    bits = np.negative(mask, dtype=np.int64)  # all ones where mask
-    out = np.bitwise_and(a.view(np.int64), bits)
-    np.invert(bits, out=bits)
-    np.bitwise_and(b.view(np.int64), bits, out=bits)
-    np.bitwise_or(out, bits, out=out)
-    return out.view(np.float64)
 
 
 def _top(scores: np.ndarray, notional: np.ndarray, k: int) -> np.ndarray:
@@ -168,11 +197,11 @@ class _Side:
     """The positions of one symbol on one side (long or short), as columns by row.
 
     Rows are dense (a removed row is filled by the last one). ``q`` is ``float(|q|)``, ``cost`` is
-    ``float(|cost|) * 2**16``; ``term`` holds each position's PnL term at ``mark`` (the mark, in
+    ``float(|cost|) * 2**16``, ``free`` is ``float(|q| - reserved)``; ``term`` holds each position's PnL term at ``mark`` (the mark, in
     units, the side was last synced to), which is what the account equities contain.
     """
 
-    __slots__ = ("symbol", "long", "accounts", "positions", "q", "cost", "term", "slot", "blocked",
+    __slots__ = ("symbol", "long", "accounts", "positions", "q", "cost", "free", "term", "slot", "blocked",
                  "n_blocked", "mark", "_view", "_wide", "_n")
 
     def __init__(self, symbol: str, long: bool, accounts: _Accounts) -> None:
@@ -180,6 +209,7 @@ class _Side:
         self.positions: list[Position] = []
         self.q = np.zeros(16)
         self.cost = np.zeros(16)
+        self.free = np.zeros(16)
         self.term = np.zeros(16, dtype=np.int64)
         self.slot = np.zeros(16, dtype=np.intp)
         self.blocked = np.zeros(16, dtype=bool)
@@ -198,16 +228,16 @@ class _Side:
         rows = np.empty(len(positions), dtype=np.intp)
         q = np.empty(len(positions))
         cost = np.empty(len(positions))
-        blocked = np.empty(len(positions), dtype=bool)
+        free = np.empty(len(positions))
         for i, position in enumerate(positions):
             size = position.quantity.copy_abs()
-            q[i], cost[i], blocked[i] = float(size), float(position.cost.copy_abs()), position.reserved >= size
+            q[i], cost[i], free[i] = float(size), float(position.cost.copy_abs()), float(size - position.reserved)
             row = position.row
             if row < 0:
                 row = position.row = self._n
                 self._n += 1
                 if row == len(self.q):
-                    for name in ("q", "cost", "term", "slot", "blocked"):
+                    for name in ("q", "cost", "free", "term", "slot", "blocked"):
                         setattr(self, name, _grown(getattr(self, name)))
                 self.positions.append(position)
                 self.slot[row] = self.accounts.slot(position.account_id)
@@ -215,7 +245,8 @@ class _Side:
                 self.blocked[row] = False
             rows[i] = row
         cost *= UNITS
-        self.q[rows], self.cost[rows] = q, cost
+        blocked = free <= 0
+        self.q[rows], self.cost[rows], self.free[rows] = q, cost, free
         if self.mark is not None:
             upnl = q * self.mark - cost if self.long else cost - q * self.mark
             terms = np.rint(upnl).astype(np.int64)
@@ -233,7 +264,7 @@ class _Side:
             moved = self.positions[last]
             self.positions[row] = moved
             moved.row = row
-            for column in (self.q, self.cost, self.term, self.slot, self.blocked):
+            for column in (self.q, self.cost, self.free, self.term, self.slot, self.blocked):
                 column[row] = column[last]
         self.positions.pop()
         self._n = last
@@ -377,72 +408,91 @@ class RankingIndex:
     ) -> list[Candidate]:
         """The queue of the ``long`` (or short) side of ``symbol`` at ``mark``, first first: the
         positions with free quantity, ordered by ``score`` (a policy's vectorized score, see
-        :mod:`.ranking`). With ``covering``, only the head of the queue whose free quantity sums to
-        at least ``covering`` (or all of it); ``limit`` caps how many are returned."""
-        self.flush()
-        side = self._sides.get((symbol, long))
-        if side is None or not len(side):
+        :mod:`.allocation`). With ``covering``, only the head of the queue whose free quantity sums
+        to at least ``covering`` (or all of it); ``limit`` caps how many are returned."""
+        columns = self._columns(symbol, long, mark, exact_equity, score)
+        if columns is None:
             return []
-        n, blocked = len(side), side.n_blocked
-        scores, notional = self._scores(side, float(mark) * UNITS, exact_equity, score)
-        if blocked:  # no free quantity: last, and never selected
-            scores[np.flatnonzero(side.blocked[:n])] = -np.inf
-        count = n - blocked
+        side, scores, notional = columns.side, columns.scores, columns.notional
+        count = len(scores) - side.n_blocked
         k = FIRST_K if covering is not None else count
         while True:
             if k >= count:
-                rows = np.flatnonzero(~side.blocked[:n]) if blocked else np.arange(n)
-                return self._candidates(side, self._order(side, rows, scores, notional, mark), mark, limit)
-            head = self._candidates(side, self._order(side, _top(scores, notional, k), scores, notional, mark),
-                                    mark, limit)
+                rows, ordered = self._order(side, columns.rows(), scores, notional, mark)
+                return self._candidates(side, rows, ordered, mark, limit)
+            rows, ordered = self._order(side, _top(scores, notional, k), scores, notional, mark)
+            head = self._candidates(side, rows, ordered, mark, limit)
             if sum((c.position.free for c in head), Decimal(0)) >= covering:
                 return head
             k *= 8
 
-    def _scores(self, side: _Side, mark: float, exact_equity: Callable[[str], Decimal],
-                score: Callable[..., np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, notionals in units) of the rows of ``side`` at ``mark`` (units); +inf where
-        equity <= 0 (exactly)."""
+    def view(self, symbol: str, long: bool, mark: Decimal, exact_equity: Callable[[str], Decimal],
+             score: Callable[..., np.ndarray]) -> SideView | None:
+        """The whole queue of a side as columns in queue order (for the policies that spread a
+        shortfall over every position, and for the ADL indicators), None for an empty side."""
+        columns = self._columns(symbol, long, mark, exact_equity, score)
+        if columns is None:
+            return None
+        side = columns.side
+        rows, scores = self._order(side, columns.rows(), columns.scores, columns.notional, mark)
+        if not len(rows):
+            return None
+        return SideView([side.positions[row] for row in rows.tolist()], scores, side.q[rows], side.free[rows],
+                        side.cost[rows], columns.notional[rows], columns.upnl[rows], columns.equity[rows],
+                        columns.broke[rows], float(mark) * UNITS)
+
+    def _columns(self, symbol: str, long: bool, mark: Decimal, exact_equity: Callable[[str], Decimal],
+                 score: Callable[..., np.ndarray]) -> _Columns | None:
+        """Every row of the side scored at ``mark``; +inf where equity <= 0 (exactly), -inf where
+        no quantity is free. None for an empty side."""
+        self.flush()
+        side = self._sides.get((symbol, long))
+        if side is None or not len(side):
+            return None
+        n, units_mark = len(side), float(mark) * UNITS
         tight = self._tight(side)
-        latest = self._marks.get(side.symbol)
-        equity_units = side.equity(latest)
-        notional, upnl, _ = side.at(mark)
+        equity_units = side.equity(self._marks.get(side.symbol))
+        notional, upnl, _ = side.at(units_mark)
         equity = equity_units.astype(np.float64)
         if tight:  # beyond the margin the sign is certain; within it, the engine's exact equity says
             low = np.flatnonzero(equity_units <= MARGIN)
             first = low[equity_units[low] < -MARGIN].tolist()
             uncertain = low[equity_units[low] >= -MARGIN].tolist()
         else:
-            first, uncertain = [], range(len(side))
+            first, uncertain = [], range(n)
         for row in uncertain:
             value = exact_equity(side.positions[row].account_id)
             if value > 0:
                 equity[row] = float(value) * UNITS
             else:
                 first.append(row)
+        broke = np.zeros(n, dtype=bool)
         if first:
             equity[first] = 1.0
-        scores = score(side.long, notional, upnl, side.cost[:len(side)], equity)
+            broke[first] = True
+        scores = score(side.long, notional, upnl, side.cost[:n], equity)
         if first:
             scores[first] = np.inf
-        return scores, notional
+            equity[first] = 0.0
+        if side.n_blocked:  # no free quantity: last, and never selected
+            scores[np.flatnonzero(side.blocked[:n])] = -np.inf
+        return _Columns(side, scores, notional, upnl, equity, broke)
 
     @staticmethod
     def _order(side: _Side, picked: np.ndarray, scores: np.ndarray, notional: np.ndarray,
-               mark: Decimal) -> list[tuple[int, float]]:
-        """(row, score) of the rows ``picked`` in queue order: score, then notional, then account id.
-        Floats order first (a float notional never orders two exact notionals the wrong way round);
-        runs equal in both are ordered exactly."""
+               mark: Decimal) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the rows ``picked`` in queue order: score, then notional, then account
+        id. Floats order first (a float notional never orders two exact notionals the wrong way
+        round); runs equal in both are ordered exactly."""
         s, n = scores[picked], notional[picked]
         order = np.lexsort((-n, -s))
-        s, n = s[order], n[order]
-        out = list(zip(picked[order].tolist(), s.tolist()))
+        rows, s, n = picked[order], s[order], n[order]
         ties = np.flatnonzero((s[1:] == s[:-1]) & (n[1:] == n[:-1])).tolist()
         if ties:
             positions = side.positions
 
-            def exact(item):
-                position = positions[item[0]]
+            def exact(row):
+                position = positions[row]
                 return (-(position.quantity.copy_abs() * mark), position.account_id)
 
             start = end = ties[0]
@@ -450,16 +500,16 @@ class RankingIndex:
                 if i is not None and i == end + 1:
                     end = i
                     continue
-                out[start:end + 2] = sorted(out[start:end + 2], key=exact)
+                rows[start:end + 2] = sorted(rows[start:end + 2].tolist(), key=exact)
                 start = end = i
-        return out
+        return rows, s
 
     @staticmethod
-    def _candidates(side: _Side, ordered: list[tuple[int, float]], mark: Decimal,
+    def _candidates(side: _Side, rows: np.ndarray, scores: np.ndarray, mark: Decimal,
                     limit: int | None) -> list[Candidate]:
         positions = side.positions
         return [Candidate(positions[row], score, positions[row].quantity.copy_abs() * mark)
-                for row, score in ordered[:limit]]
+                for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist())]
 
     # -- views ---------------------------------------------------------------------------------
 

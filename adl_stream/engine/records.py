@@ -105,6 +105,8 @@ class ShortfallDecision:
     fund_balance_after: Decimal
     policy: str
     ts: int
+    haircut: Decimal = Decimal(0)
+    """What the orders cost their holders against the mark (SPEC §3.5), summed."""
 
 
 InputRecord = Fill | MarkPrice | BalanceUpdate | FundFlow | LiquidationShortfall

@@ -1,9 +1,10 @@
-"""How a liquidation shortfall is decided (SPEC §3): fund first, then ADL in ranking order.
+"""How a liquidation shortfall is decided (SPEC §3): fund first, then ADL under the allocation policy.
 
 This is the one place that answers "what happens to a shortfall". The caller (the engine) has
 validated the record's fields and resolved the symbol; :func:`decide` checks the bankrupt position,
-then either debits the fund or ranks the opposite side and matches the quantity, reserving what
-each order takes, and returns the orders with the decision that audits them.
+then either debits the fund (when the trigger policy lets it) or asks the allocation policy who
+gives how much of the opposite side, reserving what each order takes, and returns the orders with
+the decision that audits them (and the haircut they cost their holders, SPEC §3.5).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .funds import FundLedger, TriggerPolicy
 from .index import RankingIndex
 from .numbers import ZERO
 from .positions import PositionBook
-from .ranking import RankingPolicy
+from .allocation import AllocationPolicy, Request
+from .allocation.base import FINEST_LOT
 from .records import (
     ADL_FULL,
     ADL_PARTIAL,
@@ -42,7 +44,7 @@ class ShortfallContext:
     funds: FundLedger
     reservations: ReservationBook
     trigger: TriggerPolicy
-    ranking: RankingPolicy
+    ranking: AllocationPolicy
     reservation_timeout_ms: int
 
     @property
@@ -62,7 +64,9 @@ def decide(
     mark: Decimal,
     equity_of: Callable[[str], Decimal],
     ctx: ShortfallContext,
+    now: int,
 ) -> tuple[list[AdlOrder], ShortfallDecision]:
+    """Decide ``shortfall`` at stream time ``now``, its opposite side ranked at ``mark``."""
     bankrupt_is_long = shortfall.position_side == LONG
     bankrupt = ctx.book.get(shortfall.account_id, shortfall.symbol)
     if bankrupt is None or bankrupt.quantity == ZERO or (bankrupt.quantity > ZERO) != bankrupt_is_long:
@@ -82,7 +86,8 @@ def decide(
     balance = ctx.funds.balance(fund_id)
     policy = ctx.policy
 
-    def decision(outcome: str, covered: Decimal, adl: Decimal, unfilled: Decimal, orders: list[AdlOrder], after: Decimal):
+    def decision(outcome: str, covered: Decimal, adl: Decimal, unfilled: Decimal, orders: list[AdlOrder],
+                 after: Decimal, haircut: Decimal = ZERO):
         return ShortfallDecision(
             event_id=shortfall.event_id,
             symbol=shortfall.symbol,
@@ -99,43 +104,42 @@ def decide(
             fund_balance_after=after,
             policy=policy,
             ts=shortfall.ts,
+            haircut=haircut,
         )
 
     # 1. Fund first.
-    if not ctx.trigger(balance, shortfall.shortfall):
-        after = ctx.funds.debit(fund_id, shortfall.shortfall)
+    if not ctx.trigger(balance, shortfall.shortfall, ctx.funds.peak(fund_id, now)):
+        after = ctx.funds.debit(fund_id, shortfall.shortfall, now)
         return [], decision(FUND_COVERED, shortfall.shortfall, ZERO, ZERO, [], after)
 
-    # 2. ADL: opposite side, in ranking order, each for min(left, free), at the bankruptcy price.
-    # The index ranks the side and returns only the head of the queue that covers the quantity.
-    queue = ctx.index.ranked(shortfall.symbol, not bankrupt_is_long, mark, equity_of, ctx.ranking.score,
-                             covering=shortfall.quantity)
+    # 2. ADL: the allocation policy says who gives how much of the opposite side, at the bankruptcy price.
+    request = Request(ctx.index, shortfall.symbol, not bankrupt_is_long, mark, shortfall.bankruptcy_price,
+                      shortfall.quantity, spec.lot_size or FINEST_LOT, equity_of)
     closing_side = BUY if bankrupt_is_long else SELL  # counterparties are short when bankrupt is long
     expires_at = shortfall.ts + ctx.reservation_timeout_ms
-    left = shortfall.quantity
+    left, haircut = shortfall.quantity, ZERO
     orders: list[AdlOrder] = []
-    for rank, candidate in enumerate(queue, start=1):
-        if left == ZERO:
-            break
-        take = min(left, candidate.position.free)
-        oid = order_id(shortfall.event_id, rank)
+    for allocation in ctx.ranking.allocate(request):
+        position, take = allocation.candidate.position, allocation.quantity
+        oid = order_id(shortfall.event_id, allocation.rank)
         orders.append(
             AdlOrder(
                 order_id=oid,
                 shortfall_event_id=shortfall.event_id,
                 symbol=shortfall.symbol,
-                account_id=candidate.position.account_id,
+                account_id=position.account_id,
                 side=closing_side,
                 quantity=take,
                 price=shortfall.bankruptcy_price,
                 bankrupt_account_id=shortfall.account_id,
-                rank=rank,
-                score=candidate.score,
+                rank=allocation.rank,
+                score=allocation.candidate.score,
                 ts=shortfall.ts,
             )
         )
-        ctx.reservations.reserve(oid, candidate.position, take, expires_at)
+        ctx.reservations.reserve(oid, position, take, expires_at)
         ctx.reservations.reserve(oid, bankrupt, take, expires_at)
         left -= take
+        haircut += take * request.haircut_per_unit
     outcome = ADL_PARTIAL if left > ZERO else ADL_FULL
-    return orders, decision(outcome, ZERO, shortfall.quantity - left, left, orders, balance)
+    return orders, decision(outcome, ZERO, shortfall.quantity - left, left, orders, balance, haircut)

@@ -9,6 +9,8 @@ key                         value
                             the reservations)
 ``("w", account, asset)``   wallet: ``(balance, as_of, ((ts, amount), ...))``
 ``("f", fund_id)``          fund balance
+``("h", fund_id)``          the fund's balances within the drawdown window:
+                            ``((time, balance, until), ...)`` (:class:`.funds.FundLedger`)
 ``("m", symbol)``           mark: ``(price, ts)``
 ``("r", order_id, account)`` reservation: ``(symbol, quantity, expires_at)``
 ``("s", id)``               a de-duplicated input id: its event time
@@ -31,7 +33,7 @@ from .wallets import Wallet
 if TYPE_CHECKING:
     from .engine import Engine
 
-POSITION, WALLET, FUND, MARK, RESERVATION, SEEN = "p", "w", "f", "m", "r", "s"
+POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN = "p", "w", "f", "h", "m", "r", "s"
 STREAM_TIME = ("t",)
 
 Key = tuple[str, ...]
@@ -48,6 +50,8 @@ def value_of(engine: Engine, key: Key) -> Any:
         return None if wallet is None else (wallet.balance, wallet.as_of, tuple(wallet.after or ()))
     if kind == FUND:
         return engine.funds.held(key[1])
+    if kind == FUND_HISTORY:
+        return engine.funds.history(key[1])
     if kind == MARK:
         return engine.marks.get(key[1])
     if kind == RESERVATION:
@@ -82,7 +86,9 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
             balance, as_of, after = value
             engine.wallets.put(key[1], key[2], Wallet(balance, as_of, list(after) or None))
         elif kind == FUND:
-            engine.funds.credit(key[1], value)
+            engine.funds.restore(key[1], value)
+        elif kind == FUND_HISTORY:
+            engine.funds.restore(key[1], None, value)
         elif kind == MARK:
             engine.marks[key[1]] = tuple(value)
         elif kind == RESERVATION:

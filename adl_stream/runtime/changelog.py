@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from ..engine.state import FUND, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET, Key
+from ..engine.state import FUND, FUND_HISTORY, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET, Key
 
 COMMIT_KEY = b'["commit"]'
 TXN_HEADER = "txn"
@@ -50,6 +50,8 @@ def encode_entity(asset: str, key: Key, value: Any) -> tuple[bytes, bytes | None
     if kind == WALLET:
         balance, as_of, after = value
         value = [str(balance), as_of, [[ts, str(amount)] for ts, amount in after]]
+    elif kind == FUND_HISTORY:
+        value = [[time, str(balance), until] for time, balance, until in value]
     elif isinstance(value, tuple):
         value = [_str_decimals(v) for v in value]
     else:
@@ -67,6 +69,8 @@ def decode_entity(raw_key: bytes, raw_value: bytes) -> tuple[str, Key, Any]:
         value = (Decimal(value[0]), value[1], tuple((ts, Decimal(amount)) for ts, amount in value[2]))
     elif kind == FUND:
         value = Decimal(value)
+    elif kind == FUND_HISTORY:
+        value = tuple((time, Decimal(balance), until) for time, balance, until in value)
     elif kind == MARK:
         value = (Decimal(value[0]), value[1])
     elif kind == RESERVATION:

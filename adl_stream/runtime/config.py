@@ -22,9 +22,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ..engine import RANKING_POLICIES, FundExhausted, FundFloor, SymbolSpec, TriggerPolicy
+from ..engine import ALLOCATION_POLICIES, Drawdown, FundExhausted, FundFloor, SymbolSpec, TriggerPolicy
+from ..engine.allocation import PnlProRata
 
-TRIGGER_POLICIES = ("fund-exhausted", "fund-floor")
+TRIGGER_POLICIES = ("fund-exhausted", "fund-floor", "drawdown")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -45,12 +46,18 @@ class Topics:
     adl_orders: str = "adl-orders"
     adl_decisions: str = "adl-decisions"
     adl_dlq: str = "adl-dlq"
+    adl_indicators: str = "adl-indicators"
+    """Compacted, keyed ``<symbol>:<account_id>`` (SPEC §2); created and checked, not yet written."""
 
     def inputs(self) -> tuple[str, ...]:
         return (self.fills, self.mark_prices, self.balances, self.insurance_fund, self.liquidation_shortfalls)
 
     def outputs(self) -> tuple[str, ...]:
-        return (self.adl_orders, self.adl_decisions, self.adl_dlq)
+        return (self.adl_orders, self.adl_decisions, self.adl_dlq, self.adl_indicators)
+
+    def compacted(self) -> tuple[str, ...]:
+        """The outputs that keep one record per key (``cleanup.policy=compact``)."""
+        return (self.adl_indicators,)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,16 @@ class Settings:
     """0 picks a free port (logged at start)."""
     trigger_policy: str = "fund-exhausted"
     fund_floor: Decimal = Decimal(0)
+    drawdown_pct: Decimal = Decimal(0)
+    """``drawdown``: ADL when paying would leave the fund more than this percent below its peak."""
+    drawdown_window_ms: int = 28_800_000
+    """``drawdown``: the stream time over which the peak balance is taken (OKX: 8 h)."""
     ranking_policy: str = "pnl-leverage"
+    """The allocation policy (SPEC §3.3)."""
+    haircut_cap: Decimal = Decimal(1)
+    """``pnl-pro-rata``: no position's haircut above this times its uPnL."""
+    indicator_interval_ms: int = 30_000
+    """ADL indicator lights each time stream time crosses a multiple of this (0: off)."""
     reservation_timeout_ms: int = 60_000
     dedup_window_ms: int = 86_400_000
     batch_size: int = 5_000
@@ -90,6 +106,8 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
     kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    kafka_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Where each ``kafka`` property was set (for error messages), e.g. ``config file adl.toml``."""
 
     @property
     def exactly_once(self) -> bool:
@@ -100,10 +118,16 @@ class Settings:
         return f"{self.group_id}-{self.instance_id}"
 
     def trigger(self) -> TriggerPolicy:
-        return FundFloor(self.fund_floor) if self.trigger_policy == "fund-floor" else FundExhausted()
+        if self.trigger_policy == "fund-floor":
+            return FundFloor(self.fund_floor)
+        if self.trigger_policy == "drawdown":
+            return Drawdown(self.drawdown_pct, self.drawdown_window_ms)
+        return FundExhausted()
 
     def ranking(self):
-        return RANKING_POLICIES[self.ranking_policy]()
+        if self.ranking_policy == PnlProRata.name:
+            return PnlProRata(self.haircut_cap)
+        return ALLOCATION_POLICIES[self.ranking_policy]()
 
 
 _SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka")}
@@ -112,12 +136,12 @@ PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
 _CHOICES = {
     "processing_guarantee": PROCESSING_GUARANTEES,
     "trigger_policy": TRIGGER_POLICIES,
-    "ranking_policy": tuple(RANKING_POLICIES),
+    "ranking_policy": tuple(ALLOCATION_POLICIES),
     "log_format": LOG_FORMATS,
     "log_level": LOG_LEVELS,
 }
-_NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions")
-_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "batch_size", "poll_timeout_ms", "startup_timeout_s")
+_NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions", "indicator_interval_ms")
+_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s")
 
 
 def _coerce(setting: str, value: Any, kind: Any, source: str):
@@ -185,6 +209,7 @@ def load_settings(
     values: dict[str, tuple[Any, str]] = {}
     topics: dict[str, tuple[Any, str]] = {}
     kafka: dict[str, str] = {}
+    kafka_sources: dict[str, str] = {}
     symbols: dict[str, SymbolSpec] = {}
 
     path = config_path or env.get("ADL_CONFIG")
@@ -205,7 +230,13 @@ def load_settings(
             elif key == "kafka":
                 if not isinstance(value, dict):
                     raise ConfigError("kafka", source, "expected a [kafka] table of librdkafka properties")
-                kafka.update({str(k): str(v) for k, v in value.items()})
+                for name, property_ in value.items():
+                    if isinstance(property_, dict):
+                        raise ConfigError(f"kafka.{name}", source, "a table; write librdkafka properties "
+                                          "quoted in [kafka] (e.g. \"sasl.mechanism\" = \"PLAIN\"): each "
+                                          "goes to the clients (consumer, producer) that know it")
+                    kafka[str(name)] = str(property_)
+                    kafka_sources[str(name)] = f"{source}, [kafka]"
             elif key == "symbols":
                 symbols = _symbols(value, source)
             elif key in _SCALARS:
@@ -221,7 +252,8 @@ def load_settings(
         if key.startswith("topic_"):
             topics[key[6:]] = (value, source)
         elif key.startswith("kafka_"):
-            kafka[key[6:].replace("_", ".")] = value
+            property_ = key[6:].replace("_", ".")
+            kafka[property_], kafka_sources[property_] = value, source
         elif key in _SCALARS:
             values[key] = (value, source)
         else:
@@ -245,14 +277,29 @@ def load_settings(
             raise ConfigError(key, source, "must be -1 (the broker's default) or >= 1")
         if key == "fund_floor" and value < 0:
             raise ConfigError(key, source, "must be >= 0 (the fund never goes negative)")
+        if key == "drawdown_pct" and not 0 < value < 100:
+            raise ConfigError(key, source, "must be a percentage above 0 and below 100, e.g. drawdown_pct = \"30\"")
     topic_names = {}
     for name, (topic, source) in topics.items():
         if name not in _TOPIC_NAMES:
             raise ConfigError(f"topics.{name}", source, f"unknown topic; known: {', '.join(_TOPIC_NAMES)}")
         topic_names[name] = _coerce(f"topics.{name}", topic, str, source)
-    resolved = replace(Settings(), **settings, topics=Topics(**topic_names), symbols=symbols, kafka=kafka)
+    resolved = replace(Settings(), **settings, topics=Topics(**topic_names), symbols=symbols, kafka=kafka,
+                       kafka_sources=kafka_sources)
+    if not path:
+        raise ConfigError("config", "--config / ADL_CONFIG", "no settings file given: the symbols are declared "
+                          "there. Give one with --config FILE or ADL_CONFIG=FILE; deploy/config/local.toml "
+                          "is one for the local broker (adl-stream broker)")
     if not resolved.symbols:
-        raise ConfigError("symbols", path or "defaults", "no symbol declared; add e.g. [symbols.BTCUSDT] settle_asset = \"USDT\" to the config file")
+        raise ConfigError("symbols", f"config file {path}", "no symbol declared; add e.g. [symbols.BTCUSDT] settle_asset = \"USDT\" to the config file")
+    if resolved.trigger_policy == "fund-floor" and "fund_floor" not in values:
+        raise ConfigError("fund_floor", values["trigger_policy"][1], "trigger_policy = \"fund-floor\" needs "
+                          "fund_floor, the balance below which shortfalls go to ADL, e.g. fund_floor = \"250000\" "
+                          "(ADL_FUND_FLOOR)")
+    if resolved.trigger_policy == "drawdown" and "drawdown_pct" not in values:
+        raise ConfigError("drawdown_pct", values["trigger_policy"][1], "trigger_policy = \"drawdown\" needs "
+                          "drawdown_pct, the percent below the fund's peak at which ADL starts, e.g. "
+                          "drawdown_pct = \"30\" (OKX), with drawdown_window_ms (default 8 h) (ADL_DRAWDOWN_PCT)")
     names = [*resolved.topics.inputs(), *resolved.topics.outputs()]
     if len(set(names)) != len(names):
         raise ConfigError("topics", "settings", f"two topics share a name: {names}")

@@ -25,6 +25,11 @@ millisecond a record at least, except the two fills of one trade, which share th
 partition (both keyed by symbol): the processor's event-time merge reproduces exactly this order,
 as long as no partition lags the others by more than ``max_idle_ms``. The same :class:`Scenario`
 always yields the same records, byte for byte.
+
+Prices (marks, trades, liquidations, bankruptcy prices) lie on each symbol's ``tick_size`` grid and
+quantities on its ``lot_size`` grid (a cent and a thousandth without them), as the processor
+requires. ``id_prefix`` starts every id (fills, events, flows, accounts), so that two runs can share
+the topics of one processor without one's ids repeating the other's.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ from ..engine import (
     SymbolSpec,
 )
 from ..engine.funds import FundExhausted, TriggerPolicy
-from ..engine.ranking import PnlLeverage, RankingPolicy
+from ..engine.allocation import AllocationPolicy as RankingPolicy
+from ..engine.allocation import PnlLeverage
 
-#: 2026-11-24T00:00:00Z: the default start of event time (fixed, so runs are reproducible).
+#: 2026-11-30T00:00:00Z: the default start of event time (fixed, so runs are reproducible;
+#: ``adl-stream simulate`` starts at the current time unless given ``--start-ts``).
 DEFAULT_START_TS = 1_795_996_800_000
 MAINTENANCE_MARGIN = Decimal("0.005")
 FEE_RATE = Decimal("0.0004")
@@ -77,6 +84,8 @@ class Scenario:
     """Initial deposit of each insurance fund (default: 50 per account, so that a crash drains it
     and ADL follows whatever the size)."""
     start_ts: int = DEFAULT_START_TS
+    id_prefix: str = ""
+    """Starts every id (fills, events, flows, accounts, market makers)."""
 
 
 def default_symbols() -> dict[str, SymbolSpec]:
@@ -122,7 +131,7 @@ class MarketSimulator:
         self._rng = random.Random(scenario.seed)
         self._ts = scenario.start_ts
         self._ids = 0
-        self._marks = {s: START_PRICES.get(s, Decimal(100)) for s in self.symbols}
+        self._marks = {s: self._on_grid(START_PRICES.get(s, Decimal(100)), self._tick_size(s)) for s in self.symbols}
         self._traders: dict[str, Trader] = {}
         self._by_symbol: dict[str, tuple[list[Trader], list[Trader]]] = {s: ([], []) for s in self.symbols}
         # Liquidation triggers per symbol: longs by highest trigger price, shorts by lowest.
@@ -153,7 +162,7 @@ class MarketSimulator:
         symbols = list(self.symbols)
         for i in range(s.accounts):
             symbol = rng.choice(symbols)
-            trader = Trader(f"acct-{i:07d}", symbol, rng.choice((1, -1)))
+            trader = Trader(f"{self.scenario.id_prefix}acct-{i:07d}", symbol, rng.choice((1, -1)))
             self._traders[trader.account_id] = trader
             side = self._by_symbol[symbol][trader.direction < 0]
             trader.slot = len(side)
@@ -189,7 +198,7 @@ class MarketSimulator:
             for _ in range(steps):
                 for symbol in self.symbols:
                     move = drift + rng.gauss(0, 0.001)
-                    mark = (self._marks[symbol] * Decimal(str(round(1 + move, 6)))).quantize(CENT)
+                    mark = self._on_grid(self._marks[symbol] * Decimal(str(round(1 + move, 6))), self._tick_size(symbol))
                     self._marks[symbol] = mark
                     self._emit(MarkPrice(symbol, mark, self._tick(s.step_ms // (len(self.symbols) * 2) or 1)))
                     self.tape.marks[symbol].append((self._ts, mark))
@@ -275,11 +284,11 @@ class MarketSimulator:
         long = position.quantity > 0
         quantity = position.free
         wallet = self.engine.wallets.balance(trader.account_id, asset)
-        tick = self.symbols[symbol].tick_size or CENT
+        tick = self._tick_size(symbol)
         up, down = decimal.ROUND_CEILING, decimal.ROUND_FLOOR
-        bankruptcy = _WORK.divide(position.cost - wallet, position.quantity).quantize(tick, up if long else down)
+        bankruptcy = self._on_grid(_WORK.divide(position.cost - wallet, position.quantity), tick, up if long else down)
         slip = Decimal(self._rng.randint(2, 30)) / 1000
-        close = (mark * (1 - slip if long else 1 + slip)).quantize(tick, down if long else up)
+        close = self._on_grid(mark * (1 - slip if long else 1 + slip), tick, down if long else up)
         maker = self._traders[self._maker(symbol)]
         buyer, seller = (maker, trader) if long else (trader, maker)
         if bankruptcy <= 0:
@@ -338,18 +347,25 @@ class MarketSimulator:
 
     def _id(self, prefix: str) -> str:
         self._ids += 1
-        return f"{prefix}-{self.scenario.seed}-{self._ids:08d}"
+        return f"{self.scenario.id_prefix}{prefix}-{self.scenario.seed}-{self._ids:08d}"
 
     def _asset(self, symbol: str) -> str:
         return self.symbols[symbol].settle_asset
 
+    def _maker(self, symbol: str) -> str:
+        return f"{self.scenario.id_prefix}maker-{symbol}"
+
+    def _tick_size(self, symbol: str) -> Decimal:
+        return self.symbols[symbol].tick_size or CENT
+
     @staticmethod
-    def _maker(symbol: str) -> str:
-        return f"maker-{symbol}"
+    def _on_grid(value: Decimal, step: Decimal, rounding: str = decimal.ROUND_HALF_EVEN) -> Decimal:
+        """``value`` rounded to a multiple of ``step`` (any step, not only powers of ten)."""
+        return _WORK.divide(value, step).to_integral_value(rounding) * step
 
     def _lots(self, symbol: str, quantity: Decimal) -> Decimal:
         lot = self.symbols[symbol].lot_size or Decimal("0.001")
-        return max(lot, _WORK.divide(quantity, lot).to_integral_value(decimal.ROUND_FLOOR) * lot)
+        return max(lot, self._on_grid(quantity, lot, decimal.ROUND_FLOOR))
 
     def _open_quantity(self, trader: Trader) -> Decimal:
         position = self.engine.book.get(trader.account_id, trader.symbol)

@@ -1,0 +1,30 @@
+"""ADL allocation policies (SPEC §3.3), one small object per module: who gives how much.
+
+Queue policies score the side and take ``min(left, free)`` in turn; spreading policies divide the
+quantity over the whole side on the lot grid. Each is chosen by ``ranking_policy``.
+"""
+
+from .base import Allocation, AllocationPolicy, QueuePolicy, Request, SpreadPolicy
+from .mark_entry_leverage import MarkEntryLeverage
+from .min_max_leverage import MinMaxLeverage
+from .pnl_leverage import PnlLeverage
+from .pnl_pro_rata import PnlProRata
+from .pro_rata import ProRata
+
+ALLOCATION_POLICIES = {
+    policy.name: policy for policy in (PnlLeverage, MarkEntryLeverage, ProRata, PnlProRata, MinMaxLeverage)
+}
+
+__all__ = [
+    "ALLOCATION_POLICIES",
+    "Allocation",
+    "AllocationPolicy",
+    "MarkEntryLeverage",
+    "MinMaxLeverage",
+    "PnlLeverage",
+    "PnlProRata",
+    "ProRata",
+    "QueuePolicy",
+    "Request",
+    "SpreadPolicy",
+]

@@ -1,0 +1,76 @@
+"""``min-max-leverage`` (Campbell, Hey, Moallemi, Nutz 2026, "Risk-Based Auto-Deleveraging"):
+leverage draining. The quantities that make the largest effective leverage after ADL as small as
+possible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..index import UNITS
+from .base import SpreadPolicy, in_queue_order
+
+_ROUNDS = 64  # bisection steps on the leverage level (float64 has 53 bits)
+
+
+@dataclass(frozen=True, slots=True)
+class MinMaxLeverage(SpreadPolicy):
+    """A position giving ``x`` has leverage ``(|q| - x) * M / (equity - x * h)`` after ADL (``h``
+    the haircut per unit); closing all of it leaves 0. Accounts with equity <= 0 give first, in
+    queue order (no level makes them finite otherwise). Over the others the lowest level ``T`` is
+    found (bisection) at which each position's smallest lots reaching ``T`` sum to at most the
+    quantity: each gives those lots, and what is left goes in queue order (more lots only lower a
+    leverage). The leverages are float64 of the index's columns: a pure function of the exact state."""
+
+    name: ClassVar[str] = "min-max-leverage"
+
+    def lots(self, view, request, free, quantity):
+        lots = in_queue_order([0] * len(free), [f if b else 0 for f, b in zip(free, view.broke.tolist())], quantity)
+        left = quantity - sum(lots)
+        healthy = ~view.broke
+        if left <= 0 or not healthy.any():
+            return lots
+        lot = float(request.lot)
+        q, equity, mark = view.q[healthy], view.equity[healthy], view.mark
+        h = float(request.haircut_per_unit) * UNITS
+        room = np.asarray(free, dtype=np.float64)[healthy]
+        whole = np.rint(q / lot) == room  # all of it is free: closing it leaves leverage 0
+
+        def need(level: float) -> np.ndarray:
+            """Smallest lots giving leverage <= level (inf where none does)."""
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = (q * mark - level * equity) / (mark - level * h) / lot
+                n = np.ceil(np.clip(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=0.0), 0.0, None))
+                fewer = np.maximum(n - 1, 0)  # float rounding may ask one lot too many
+                n = np.where(leverage(fewer) <= level, fewer, n)
+                n = np.where(leverage(np.minimum(n, room)) <= level, np.minimum(n, room), np.inf)
+            return np.where(np.isinf(n) & whole, room, n)
+
+        def leverage(n: np.ndarray) -> np.ndarray:
+            given = n * lot
+            rest = equity - given * h
+            value = (q - given) * mark / rest
+            return np.where(given >= q, 0.0, np.where(rest > 0, value, np.inf))
+
+        low, high = 0.0, float(leverage(np.zeros(len(q))).max())
+        if np.isinf(high):
+            high = float(np.finfo(np.float64).max)
+        if need(low).sum() <= left:
+            high = low
+        for _ in range(_ROUNDS):
+            if high - low <= high * 1e-15:
+                break
+            middle = (low + high) / 2
+            if need(middle).sum() <= left:
+                high = middle
+            else:
+                low = middle
+        given = need(high)
+        given = np.where(np.isinf(given), 0, given).astype(np.int64).tolist()
+        it = iter(given)
+        for i, is_healthy in enumerate(healthy.tolist()):
+            if is_healthy:
+                lots[i] = next(it)
+        return in_queue_order(lots, free, quantity)
