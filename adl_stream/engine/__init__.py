@@ -2,6 +2,7 @@
 
 from .engine import Engine, Outcome
 from .errors import Rejected
+from .indicators import AdlIndicator, IndicatorCleared
 from .funds import FundExhausted, FundFloor, TriggerPolicy
 from .allocation import ALLOCATION_POLICIES, AllocationPolicy, PnlLeverage
 from .funds import Drawdown
@@ -19,6 +20,8 @@ from .records import (
 from .symbols import SymbolSpec
 
 __all__ = [
+    "AdlIndicator",
+    "IndicatorCleared",
     "AdlOrder",
     "BalanceUpdate",
     "Engine",

@@ -24,6 +24,7 @@ from .dedup import SeenIds
 from .errors import Rejected
 from .funds import FundExhausted, FundLedger, TriggerPolicy
 from .index import Candidate, RankingIndex
+from .indicators import AdlIndicator, IndicatorCleared, Indicators
 from .numbers import EXACT, ZERO
 from .positions import PositionBook
 from .allocation import AllocationPolicy, PnlLeverage, QueuePolicy
@@ -44,7 +45,7 @@ from .records import (
 )
 from .reservations import Reservation, ReservationBook
 from .shortfall import ShortfallContext, decide
-from .state import FUND, FUND_HISTORY, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
+from .state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
 from .symbols import SymbolSpec
 from .wallets import Wallets
 
@@ -56,6 +57,8 @@ class Outcome:
     orders: list[AdlOrder] = field(default_factory=list)
     decision: ShortfallDecision | None = None
     expired: list[Reservation] = field(default_factory=list)
+    indicators: list[AdlIndicator | IndicatorCleared] = field(default_factory=list)
+    """ADL indicator lights that changed at an interval this record's time crossed (SPEC §3.6)."""
     duplicate: bool = False
     stale: bool = False
     """A mark or balance not newer than the one held: ignored by design (SPEC §1)."""
@@ -70,6 +73,7 @@ class Engine:
         ranking: AllocationPolicy | None = None,
         reservation_timeout_ms: int = 60_000,
         dedup_window_ms: int = 86_400_000,
+        indicator_interval_ms: int = 0,
     ) -> None:
         self.symbols = dict(symbols)
         self.assets = frozenset(spec.settle_asset for spec in self.symbols.values())
@@ -82,6 +86,7 @@ class Engine:
         self.funds = FundLedger(trigger.window_ms)
         self.reservations = ReservationBook(self.index.position_changed)
         self.seen = SeenIds(dedup_window_ms)
+        self.indicators = Indicators(indicator_interval_ms)
         self.stream_time = -1
         self.changed: set[tuple[str, ...]] = set()
         """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
@@ -132,9 +137,9 @@ class Engine:
         with decimal.localcontext(EXACT):
             return self.index.ranked(symbol, bankrupt_side != LONG, mark,
                                      lambda account: self._equity(account, asset),
-                                     self._queue_policy().score, limit=top)
+                                     self.queue_policy().score, limit=top)
 
-    def _queue_policy(self):
+    def queue_policy(self):
         """The configured policy if it is a queue, else ``pnl-leverage`` (whose queue gives the
         spreading policies' ranks and the ADL indicators)."""
         policy = self._shortfalls.ranking
@@ -175,6 +180,7 @@ class Engine:
     def _advance(self, ts: int, outcome: Outcome) -> None:
         if ts > self.stream_time:
             changed = self.changed
+            crossed = self.indicators.due(self.stream_time, ts)
             self.stream_time = ts
             changed.add(STREAM_TIME)
             for id_ in self.seen.evict(ts):
@@ -186,6 +192,8 @@ class Engine:
                 changed.add((RESERVATION, reservation.order_id, position.account_id))
                 changed.add((POSITION, position.symbol, position.account_id))
             outcome.expired = expired
+            if crossed is not None:
+                outcome.indicators = self.indicators.publish(self, crossed, changed)
 
     def _fill(self, fill: Fill) -> Outcome:
         spec = validation.check_fill(fill, self.symbols)
@@ -200,6 +208,10 @@ class Engine:
         signed = fill.quantity if fill.side == BUY else -fill.quantity
         realized = position.apply_fill(signed, fill.price)
         self.index.position_changed(position)
+        if position.light and position.quantity == ZERO:  # closed: a tombstone for its light
+            position.light = 0
+            self.indicators.unlit.add((fill.symbol, fill.account_id))
+            self.changed.add((LIGHT, fill.symbol, fill.account_id))
         self._wallet_changed(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
         self.book.discard_if_idle(position)
         changed = self.changed

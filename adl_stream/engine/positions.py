@@ -29,6 +29,8 @@ class Position:
     """Its row in the ranking index (:mod:`.index`), -1 when not indexed."""
     indexed_long: bool = field(default=False, compare=False, repr=False)
     """The side it is indexed on."""
+    light: int = field(default=0, compare=False, repr=False)
+    """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
 
     @property
     def entry_price(self) -> Decimal:

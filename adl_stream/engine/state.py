@@ -14,6 +14,8 @@ key                         value
 ``("m", symbol)``           mark: ``(price, ts)``
 ``("r", order_id, account)`` reservation: ``(symbol, quantity, expires_at)``
 ``("s", id)``               a de-duplicated input id: its event time
+``("l", symbol, account)``  the last ADL indicator light published (+ long, - short), 0 for
+                            a closed position whose tombstone is still due
 ``("t",)``                  stream time
 =========================== =========================================================
 
@@ -33,7 +35,7 @@ from .wallets import Wallet
 if TYPE_CHECKING:
     from .engine import Engine
 
-POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN = "p", "w", "f", "h", "m", "r", "s"
+POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN, LIGHT = "p", "w", "f", "h", "m", "r", "s", "l"
 STREAM_TIME = ("t",)
 
 Key = tuple[str, ...]
@@ -61,6 +63,11 @@ def value_of(engine: Engine, key: Key) -> Any:
         return (reservation.position.symbol, reservation.quantity, reservation.expires_at)
     if kind == SEEN:
         return engine.seen.ts(key[1])
+    if kind == LIGHT:
+        position = engine.book.get(key[2], key[1])
+        if position is not None and position.light:
+            return position.light
+        return 0 if (key[1], key[2]) in engine.indicators.unlit else None
     if key == STREAM_TIME:
         return engine.stream_time
     raise ValueError(f"not a state key: {key!r}")
@@ -76,7 +83,7 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
     """Load ``entities`` (key -> value, none None) into a fresh ``engine``."""
     if len(engine.book) or len(engine.seen) or engine.stream_time >= 0:
         raise ValueError("restore needs a fresh engine")
-    reservations = []
+    reservations, lights = [], []
     for key, value in entities.items():
         kind = key[0]
         if kind == POSITION:
@@ -95,6 +102,8 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
             reservations.append((key, value))
         elif kind == SEEN:
             engine.seen.add(key[1], value)
+        elif kind == LIGHT:
+            lights.append((key, value))
         elif key == STREAM_TIME:
             engine.stream_time = value
         else:
@@ -104,6 +113,12 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
         if position is None:
             raise ValueError(f"reservation {order_id!r} of {account!r} refers to no position in {symbol}")
         engine.reservations.reserve(order_id, position, quantity, expires_at)
+    for (_, symbol, account), light in lights:
+        position = engine.book.get(account, symbol)
+        if light and position is not None:
+            position.light = light
+        else:
+            engine.indicators.unlit.add((symbol, account))
     index = engine.index
     for position in engine.book:
         index.position_changed(position)

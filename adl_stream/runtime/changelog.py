@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from ..engine.state import FUND, FUND_HISTORY, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET, Key
+from ..engine.state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET, Key
 
 COMMIT_KEY = b'["commit"]'
 TXN_HEADER = "txn"
@@ -75,7 +75,7 @@ def decode_entity(raw_key: bytes, raw_value: bytes) -> tuple[str, Key, Any]:
         value = (Decimal(value[0]), value[1])
     elif kind == RESERVATION:
         value = (value[0], Decimal(value[1]), value[2])
-    elif kind not in (SEEN, STREAM_TIME[0]):
+    elif kind not in (SEEN, LIGHT, STREAM_TIME[0]):
         raise ValueError(f"unknown changelog entity {raw_key!r}")
     return asset, key, value
 
