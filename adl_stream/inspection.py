@@ -5,18 +5,22 @@ Reads each changelog partition up to the group's committed offset exactly as a r
 reservations per settle asset, and for a symbol its ADL queues: who would be deleveraged first
 against a bankrupt long (the shorts) and against a bankrupt short (the longs). Read-only: it joins
 no group and commits nothing.
+
+Its report is plain data: decimals exact without trailing zeros (``600``, not
+``600.000000000000000000``), stream time in ISO 8601 (and in epoch milliseconds, for programs).
 """
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .engine import Engine
 from .engine.numbers import ZERO
 from .engine.state import restore
+from .readable import iso_time, plain_decimal
 from .runtime.changelog import changelog_topic, fold, read_partition
 from .runtime.config import Settings
-from .runtime.kafka import StartupError, input_consumer_config
+from .runtime.kafka import StartupError, input_consumer_config, unreachable
 from .runtime.topology import UNROUTED, Topology
 
 
@@ -30,6 +34,8 @@ def load_engines(settings: Settings) -> dict[str, Engine]:
             raise StartupError(f"no changelog topic {topic!r}: has group_id {settings.group_id!r} run yet? "
                                "(check group_id / ADL_GROUP_ID)")
         committed = consumer.committed([TopicPartition(topic, p) for p in sorted(metadata.partitions)], timeout=30)
+    except KafkaException as exc:
+        raise unreachable(settings, exc) from None
     finally:
         consumer.close()
     topology = Topology(settings.symbols, len(committed))
@@ -50,10 +56,11 @@ def report(settings: Settings, symbol: str | None = None, top: int = 10) -> dict
     out: dict = {"group_id": settings.group_id, "settle_assets": {}}
     for asset, engine in sorted(engines.items()):
         out["settle_assets"][asset] = {
-            "stream_time": engine.stream_time,
+            "stream_time": iso_time(engine.stream_time) if engine.stream_time >= 0 else None,
+            "stream_time_ms": engine.stream_time if engine.stream_time >= 0 else None,
             "positions": sum(1 for p in engine.book if p.quantity != ZERO),
             "reservations": len(engine.reservations),
-            "funds": {fund: str(balance) for fund, balance in sorted(engine.funds.balances().items())},
+            "funds": {fund: plain_decimal(balance) for fund, balance in sorted(engine.funds.balances().items())},
         }
     if symbol is not None:
         spec = settings.symbols.get(symbol)
@@ -61,11 +68,11 @@ def report(settings: Settings, symbol: str | None = None, top: int = 10) -> dict
             raise ValueError(f"symbol {symbol!r} is not declared in [symbols]")
         engine = engines[spec.settle_asset]
         mark = engine.mark(symbol)
-        out["symbol"] = {"symbol": symbol, "mark": None if mark is None else str(mark), "queues": {}}
+        out["symbol"] = {"symbol": symbol, "mark": None if mark is None else plain_decimal(mark), "queues": {}}
         if mark is not None:
             for bankrupt in ("LONG", "SHORT"):
                 out["symbol"]["queues"][f"against a bankrupt {bankrupt}"] = [
-                    {"rank": rank, "account_id": c.position.account_id, "quantity": str(c.position.quantity),
-                     "free": str(c.position.free), "score": c.score, "notional": str(c.notional)}
+                    {"rank": rank, "account_id": c.position.account_id, "quantity": plain_decimal(c.position.quantity),
+                     "free": plain_decimal(c.position.free), "score": c.score, "notional": plain_decimal(c.notional)}
                     for rank, c in enumerate(engine.adl_queue(symbol, bankrupt, top), start=1)]
     return out

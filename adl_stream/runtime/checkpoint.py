@@ -163,7 +163,7 @@ class Checkpoint:
             error.fatal() and "fenced" in error.str().lower()
         ):
             self._in_transaction = False
-            raise Fenced(f"producer fenced: another instance uses this transactional id ({error})") from None
+            raise Fenced(f"producer fenced: another producer initialised this transactional id after this one ({error})") from None
         if error.txn_requires_abort():
             self.abort()
         elif error.fatal():

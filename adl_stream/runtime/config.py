@@ -130,7 +130,7 @@ class Settings:
         return ALLOCATION_POLICIES[self.ranking_policy]()
 
 
-_SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka")}
+_SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka", "kafka_sources")}
 _TOPIC_NAMES = tuple(f.name for f in fields(Topics))
 PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
 _CHOICES = {

@@ -1,23 +1,136 @@
-"""Kafka clients of the processor and the start-up checks (retried with tenacity)."""
+"""Kafka clients of the processor and the start-up checks (retried with tenacity).
+
+Every client gets the user's ``[kafka]`` properties that its kind knows: librdkafka itself says
+which (it ignores a consumer property on a producer, with a ``CONFWARN`` log line), asked once per
+set of properties by building throwaway clients with no broker. Those clients also validate the
+properties: one librdkafka refuses is a :class:`ConfigError` naming it and where it was set. Every
+client logs through structlog (:data:`.logs.LIBRDKAFKA_LOG`).
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from .config import Settings
+from .config import ConfigError, Settings
+from .logs import LIBRDKAFKA_LOG
+
+log = structlog.get_logger("adl_stream.kafka")
+
+CONSUMER, PRODUCER = "consumer", "producer"  # an admin client is a producer to librdkafka
+COMPACT = {"cleanup.policy": "compact"}
 
 
 class StartupError(RuntimeError):
     """The broker or its topics are not as the settings say; the message says what to fix."""
 
 
-def _with_passthrough(settings: Settings, defaults: dict) -> dict:
-    """``defaults`` with the bootstrap servers, overridden by the user's [kafka] properties."""
-    return {"bootstrap.servers": settings.bootstrap_servers, **defaults, **settings.kafka}
+class _Warnings:
+    """A ``logger`` for a probe client: keeps librdkafka's lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, _level, _format, _facility, _client, message) -> None:
+        self.lines.append(message)
+
+
+_FOREIGN = re.compile(r"is a (consumer|producer) property and will be ignored")
+
+
+_REFUSALS = (KafkaException, TypeError, ValueError)  # librdkafka's, and confluent-kafka's own checks
+
+
+def _probe(role: str, properties: dict[str, str]) -> list[str]:
+    """Build a client of ``role`` with ``properties`` and no broker: librdkafka's warnings about
+    them. Raises what the client constructor raises when librdkafka refuses them."""
+    warnings = _Warnings()
+    config = {**properties, "logger": warnings}
+    config.pop("bootstrap.servers", None)  # no connection
+    if role == CONSUMER:
+        client = Consumer({"group.id": "adl-stream.probe", **config})
+        client.poll(0)  # serves the log lines
+        client.close()
+    else:
+        Producer(config).poll(0)
+    return warnings.lines
+
+
+def _accepted(role: str, properties: dict[str, str]) -> list[str] | None:
+    """librdkafka's warnings about ``properties`` on a client of ``role``; None if it refuses them."""
+    try:
+        return _probe(role, properties)
+    except _REFUSALS:
+        return None
+
+
+class _Refused(Exception):
+    def __init__(self, names: list[str], problem: str) -> None:
+        super().__init__(problem)
+        self.names = names
+
+
+@functools.lru_cache(maxsize=32)
+def _foreign(items: tuple[tuple[str, str], ...]) -> dict[str, frozenset[str]]:
+    """Per client kind, the properties among ``items`` it does not know (librdkafka says so).
+
+    Raises :class:`_Refused` with the property at fault: the one librdkafka's message names, else
+    the first it refuses alone (``linger.ms`` is named ``queue.buffering.max.ms`` in messages),
+    else all of them (a combination, e.g. a SASL mechanism without its credentials)."""
+    properties = dict(items)
+    for role in (CONSUMER, PRODUCER):
+        try:
+            _probe(role, properties)
+        except _REFUSALS as exc:
+            problem = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            named = (name for name in properties if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", problem))
+            alone = (name for name in properties if _accepted(role, {name: properties[name]}) is None)
+            culprit = next(named, None) or next(alone, None)
+            raise _Refused([culprit] if culprit else list(properties), problem) from None
+    foreign: dict[str, set[str]] = {CONSUMER: set(), PRODUCER: set()}
+    for name, value in items:
+        for role in (CONSUMER, PRODUCER):
+            # Refused alone but accepted with the others (SASL_SSL with its mechanism): a known one.
+            warnings = _accepted(role, {name: value}) or []
+            if any(_FOREIGN.search(line) for line in warnings):
+                foreign[role].add(name)
+    return {role: frozenset(names) for role, names in foreign.items()}
+
+
+def client_properties(settings: Settings, role: str) -> dict[str, str]:
+    """The user's ``[kafka]`` properties that a client of ``role`` (consumer or producer) knows.
+
+    Raises :class:`ConfigError` naming the property (and where it was set) that librdkafka refuses."""
+    try:
+        foreign = _foreign(tuple(settings.kafka.items()))
+    except _Refused as refused:
+        sources = sorted({settings.kafka_sources.get(name, "settings") for name in refused.names})
+        setting = f'kafka."{refused.names[0]}"' if len(refused.names) == 1 else "kafka"
+        raise ConfigError(setting, "; ".join(sources), f"librdkafka refuses it: {refused}. Fix it, remove it "
+                          "or add what librdkafka asks for (its CONFIGURATION.md lists the properties)") from None
+    return {name: value for name, value in settings.kafka.items() if name not in foreign[role]}
+
+
+def _with_passthrough(settings: Settings, defaults: dict, role: str = PRODUCER) -> dict:
+    """``defaults`` with the bootstrap servers and the structlog logger, overridden by the user's
+    [kafka] properties that a client of ``role`` knows."""
+    return {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **defaults,
+            **client_properties(settings, role)}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(_with_passthrough(settings, {}))
+
+
+def publisher_config(settings: Settings) -> dict:
+    """The producer of the simulator and the demo (:class:`~adl_stream.simulation.publish.Publisher`)."""
+    return _with_passthrough(settings, {})
 
 
 def consumer_config(settings: Settings) -> dict:
@@ -29,7 +142,7 @@ def consumer_config(settings: Settings) -> dict:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "partition.assignment.strategy": "range",
-    })
+    }, CONSUMER)
 
 
 def input_consumer_config(settings: Settings) -> dict:
@@ -41,7 +154,7 @@ def input_consumer_config(settings: Settings) -> dict:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-    })
+    }, CONSUMER)
 
 
 def producer_config(settings: Settings) -> dict:
@@ -51,8 +164,68 @@ def producer_config(settings: Settings) -> dict:
     return _with_passthrough(settings, defaults)
 
 
+def unreachable(settings: Settings, exc: KafkaException, within: str = "") -> StartupError:
+    """The error to raise when the cluster did not answer (``exc``)."""
+    return StartupError(f"cannot reach the Kafka cluster at {settings.bootstrap_servers!r}{within} "
+                        f"({exc.args[0].str()}); check bootstrap_servers / ADL_BOOTSTRAP_SERVERS and the "
+                        "[kafka] security settings")
+
+
 class _TopicsNotReady(Exception):
     pass
+
+
+def topic_settings(settings: Settings) -> dict[str, str]:
+    """Every topic of the settings -> the setting that names it, e.g. ``topics.fills / ADL_TOPIC_FILLS``."""
+    return {getattr(settings.topics, name): f"topics.{name} / ADL_TOPIC_{name.upper()}"
+            for name in settings.topics.__dataclass_fields__}
+
+
+def wait_for_cluster(settings: Settings, admin: AdminClient, topics: dict[str, str] | None = None):
+    """The cluster's metadata once it answers and holds every topic of ``topics`` (topic -> its
+    setting), retried for ``startup_timeout_s`` with one warning per retry saying what is awaited.
+
+    Fails with :class:`StartupError` naming the unreachable servers, or the missing topics and their
+    settings."""
+    topics = topics or {}
+    missing: list[str] = []
+
+    def attempt():
+        metadata = admin.list_topics(timeout=5)
+        missing[:] = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
+        if missing:
+            raise _TopicsNotReady()
+        return metadata
+
+    def before_sleep(state) -> None:
+        retry_in_s = round(state.next_action.sleep, 1)
+        exc = state.outcome.exception()
+        if isinstance(exc, KafkaException):
+            log.warning("kafka_unreachable", bootstrap_servers=settings.bootstrap_servers, error=exc.args[0].str(),
+                        attempt=state.attempt_number, retry_in_s=retry_in_s, gives_up_after_s=settings.startup_timeout_s,
+                        hint="check bootstrap_servers / ADL_BOOTSTRAP_SERVERS and the [kafka] security settings")
+        else:
+            log.warning("waiting_for_topics", bootstrap_servers=settings.bootstrap_servers, missing=list(missing),
+                        settings=[topics[t] for t in missing], attempt=state.attempt_number, retry_in_s=retry_in_s,
+                        gives_up_after_s=settings.startup_timeout_s, hint="adl-stream topics --config FILE creates them")
+
+    try:
+        for try_ in Retrying(
+            stop=stop_after_delay(settings.startup_timeout_s),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type((KafkaException, _TopicsNotReady)),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with try_:
+                metadata = attempt()
+    except KafkaException as exc:
+        raise unreachable(settings, exc, f" within {settings.startup_timeout_s}s") from None
+    except _TopicsNotReady:
+        names = ", ".join(f"{t!r} (setting {topics[t]})" for t in missing)
+        raise StartupError(f"topics missing on {settings.bootstrap_servers}: {names}; create them "
+                           "(adl-stream topics --config FILE) or fix the setting") from None
+    return metadata
 
 
 def check_topics(settings: Settings) -> dict[str, int]:
@@ -61,36 +234,9 @@ def check_topics(settings: Settings) -> dict[str, int]:
     Fails with :class:`StartupError` naming the missing topic and its setting, or the input topics
     whose partition counts differ (SPEC §2: inputs are co-partitioned).
     """
-    admin = AdminClient(_with_passthrough(settings, {}))
-    wanted = {getattr(settings.topics, name): name for name in settings.topics.__dataclass_fields__}
-    missing: list[str] = []
-
-    def attempt() -> dict[str, int]:
-        metadata = admin.list_topics(timeout=5)
-        counts = {t: len(m.partitions) for t, m in metadata.topics.items() if m.error is None}
-        missing[:] = [t for t in wanted if t not in counts]
-        if missing:
-            raise _TopicsNotReady()
-        return {t: counts[t] for t in wanted}
-
-    try:
-        for try_ in Retrying(
-            stop=stop_after_delay(settings.startup_timeout_s),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((KafkaException, _TopicsNotReady)),
-            reraise=True,
-        ):
-            with try_:
-                counts = attempt()
-    except KafkaException as exc:
-        raise StartupError(
-            f"cannot reach the Kafka cluster at {settings.bootstrap_servers!r} within "
-            f"{settings.startup_timeout_s}s ({exc}); check bootstrap_servers / ADL_BOOTSTRAP_SERVERS "
-            "and the [kafka] security settings"
-        ) from None
-    except _TopicsNotReady:
-        names = ", ".join(f"{t!r} (setting topics.{wanted[t]} / ADL_TOPIC_{wanted[t].upper()})" for t in missing)
-        raise StartupError(f"topics missing on {settings.bootstrap_servers}: {names}; create them or fix the setting") from None
+    wanted = topic_settings(settings)
+    metadata = wait_for_cluster(settings, admin_client(settings), wanted)
+    counts = {t: len(metadata.topics[t].partitions) for t in wanted}
     inputs = {t: counts[t] for t in settings.topics.inputs()}
     if len(set(inputs.values())) != 1:
         raise StartupError(f"input topics must have the same partition count (co-partitioned), got {inputs}")
@@ -101,14 +247,14 @@ def ensure_changelog(settings: Settings, topic: str, create: bool = True) -> int
     """The partition count (= task count) of the changelog topic, creating it (compacted) when
     missing and ``create``. Kafka Streams creates its internal topics the same way; where the
     processor may not create topics, create it beforehand (``deploy/kafka/create-topics.sh``)."""
-    admin = AdminClient(_with_passthrough(settings, {}))
+    admin = admin_client(settings)
     metadata = admin.list_topics(timeout=10)
     if topic in metadata.topics and metadata.topics[topic].error is None:
         return len(metadata.topics[topic].partitions)
     partitions = settings.state_partitions or len(metadata.topics[settings.topics.fills].partitions)
     if not create:
         return partitions
-    new = NewTopic(topic, partitions, settings.state_replication_factor, config={"cleanup.policy": "compact"})
+    new = NewTopic(topic, partitions, settings.state_replication_factor, config=COMPACT)
     try:
         admin.create_topics([new])[topic].result(timeout=30)
     except KafkaException as exc:
@@ -120,13 +266,15 @@ def ensure_changelog(settings: Settings, topic: str, create: bool = True) -> int
 
 def create_missing_topics(settings: Settings, names, partitions: int | None = None) -> None:
     """Create the topics ``names`` that do not exist, with ``partitions`` partitions (default: as
-    many as the inputs have)."""
-    admin = AdminClient(_with_passthrough(settings, {}))
+    many as the inputs have); those of ``Topics.compacted()`` compacted."""
+    admin = admin_client(settings)
     metadata = admin.list_topics(timeout=10)
     if partitions is None:
         partitions = len(metadata.topics[settings.topics.fills].partitions)
     missing = [t for t in names if t not in metadata.topics]
-    for future in admin.create_topics([NewTopic(t, partitions) for t in missing]).values():
+    compacted = settings.topics.compacted()
+    new = [NewTopic(t, partitions, config=COMPACT if t in compacted else {}) for t in missing]
+    for future in admin.create_topics(new).values():
         future.result(timeout=30)
 
 
@@ -137,7 +285,8 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> list
     last fetch (Tansu answers ListOffsets late; see README "Tansu").
     """
     consumer = Consumer(_with_passthrough(settings, {
-        "group.id": f"{settings.group_id}.reader", "enable.auto.commit": False, "isolation.level": "read_committed"}))
+        "group.id": f"{settings.group_id}.reader", "enable.auto.commit": False, "isolation.level": "read_committed"},
+        CONSUMER))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
         ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}

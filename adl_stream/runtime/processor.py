@@ -195,8 +195,9 @@ class Processor:
                     break
         except Fenced as exc:
             log.error("fenced", error=str(exc), transactional_id=s.transactional_id,
-                      hint="another instance runs with this group_id and instance_id; this one stops "
-                      "without producing")
+                      hint=f"a producer with transactional id {s.transactional_id!r} (group_id-instance_id) started "
+                      "after this one and took its transactions over (it may have stopped since); this instance "
+                      "stops, and what it had not committed is aborted. Give every instance its own instance_id")
             code = EXIT_FENCED
         except (FatalError, DeliveryFailed) as exc:
             log.error("fatal", error=str(exc), hint="the failed batch was not committed; a restart "
@@ -497,7 +498,7 @@ class Processor:
         for reservation in outcome.expired:
             m.reservations_expired.labels(reservation.position.symbol).inc()
             log.warning("reservation_expired", order_id=reservation.order_id,
-                        account_id=reservation.position.account_id, quantity=str(reservation.quantity))
+                        account_id=reservation.position.account_id, quantity=reservation.quantity)
         for order in outcome.orders:
             self.checkpoint.produce(topics.adl_orders, order.symbol, self.codec.encode(order))
             m.orders.labels(order.symbol).inc()
@@ -512,9 +513,9 @@ class Processor:
                 m.unfilled_quantity.labels(decision.symbol).inc(float(decision.unfilled_quantity))
             log.info("shortfall_decided", event_id=decision.event_id, symbol=decision.symbol,
                      bankrupt_account_id=decision.bankrupt_account_id, outcome=decision.outcome,
-                     fund_covered=str(decision.fund_covered), adl_quantity=str(decision.adl_quantity),
-                     unfilled_quantity=str(decision.unfilled_quantity), order_ids=list(decision.order_ids),
-                     fund_balance_after=str(decision.fund_balance_after))
+                     fund_covered=decision.fund_covered, adl_quantity=decision.adl_quantity,
+                     unfilled_quantity=decision.unfilled_quantity, order_ids=list(decision.order_ids),
+                     fund_balance_after=decision.fund_balance_after)  # decimals written by logs.py
 
     def _dead_letter(self, message, rejected: Rejected) -> None:
         topic = message.topic()

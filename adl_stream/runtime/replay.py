@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 from confluent_kafka import TopicPartition
 
 from ..engine import AdlOrder, ShortfallDecision
+from ..readable import plain
 from .config import Settings, Topics
 
 
@@ -85,7 +86,7 @@ class PrintingCheckpoint:
             line = {"topic": topic, "record": type(record).__name__, **asdict(record)}
         else:
             line = {"topic": topic, "dead_letter": dict((k, v.decode()) for k, v in headers or [])}
-        self._stream.write(json.dumps(line, default=str) + "\n")  # decimals as exact strings
+        self._stream.write(json.dumps(plain(line)) + "\n")  # decimals as exact strings, without trailing zeros
         self.pending += 1
 
     def commit(self) -> int:

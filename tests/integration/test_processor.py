@@ -10,6 +10,7 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.readable import plain_decimal
 from adl_stream.runtime.processor import EXIT_FATAL
 from adl_stream.wire import Codec
 from tests import scenarios as sc
@@ -199,9 +200,9 @@ def test_inspect_reads_the_committed_state_the_processor_holds(settings, start_p
     running = start_processor(settings)
     run_scenario(Feed(settings), running)
     engine = running.processor.domain("USDT").engine
-    queues = {side: [(c.position.account_id, str(c.position.free)) for c in engine.adl_queue("BTCUSDT", side)]
+    queues = {side: [(c.position.account_id, plain_decimal(c.position.free)) for c in engine.adl_queue("BTCUSDT", side)]
               for side in ("LONG", "SHORT")}
-    funds = {fund: str(balance) for fund, balance in engine.funds.balances().items()}
+    funds = {fund: plain_decimal(balance) for fund, balance in engine.funds.balances().items()}
     positions = sum(1 for p in engine.book if p.quantity != 0)
     assert running.close() == 0
     assert queues["SHORT"]  # B and B2 have free quantity; every short is held by E3's reservations
@@ -212,7 +213,7 @@ def test_inspect_reads_the_committed_state_the_processor_holds(settings, start_p
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout)
     usdt = state["settle_assets"]["USDT"]
-    assert (usdt["funds"], usdt["positions"]) == (funds, positions) and funds["USDT"] == "600.000000000000000000"
+    assert (usdt["funds"], usdt["positions"]) == (funds, positions) and funds["USDT"] == "600"
     for side, expected in queues.items():
         shown = state["symbol"]["queues"][f"against a bankrupt {side}"]
         assert [(row["account_id"], row["free"]) for row in shown] == expected

@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.readable import plain
 from adl_stream.wire import Codec
 from tests.conftest import Feed, read_topic, write_config
 from tests.integration.test_processor import run_scenario
@@ -17,8 +18,9 @@ CODEC = Codec()
 
 
 def _plain(record) -> dict:
-    """The record as a dry run's JSON line carries it: decimals as strings, tuples as lists."""
-    return json.loads(json.dumps(asdict(record), default=str))
+    """The record as a dry run's JSON line carries it: decimals as exact strings without trailing
+    zeros, tuples as lists."""
+    return plain(asdict(record))
 
 
 @pytest.fixture

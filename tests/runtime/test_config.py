@@ -33,13 +33,15 @@ def config(tmp_path):
 
 def test_file_then_environment_then_flags(config):
     env = {"ADL_GROUP_ID": "from-env", "ADL_METRICS_PORT": "9100", "ADL_TOPIC_MARK_PRICES": "prod.marks",
-           "ADL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "HOME": "/root"}
+           "ADL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ADL_KAFKA_SASL_MECHANISM": "PLAIN",
+           "ADL_KAFKA_SASL_USERNAME": "adl", "HOME": "/root"}
     s = load_settings(config(), env=env, flags={"metrics_port": 9200, "log_format": None})
     assert (s.bootstrap_servers, s.group_id, s.metrics_port) == ("file:9092", "from-env", 9200)
     assert (s.topics.fills, s.topics.mark_prices, s.topics.balances) == ("prod.fills", "prod.marks", "balances")
     assert s.symbols["BTCUSDT"].fund_id == "USDT" and s.symbols["BTCUSDT"].lot_size == D("0.001")
     assert s.symbols["ETHUSDT"].fund_id == "USDT-ALT"
-    assert s.kafka == {"sasl.password": "hunter2", "security.protocol": "SASL_SSL"}
+    assert s.kafka == {"sasl.password": "hunter2", "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+                       "sasl.username": "adl"}
     assert consumer_config(s)["security.protocol"] == "SASL_SSL"  # passes through to librdkafka
 
 
@@ -99,3 +101,40 @@ def test_invalid_files_name_the_setting(config, text, setting, words):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_without_a_settings_file_the_error_says_how_to_give_one():
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"ADL_BOOTSTRAP_SERVERS": "x:9092"})
+    assert info.value.setting == "config"
+    assert "--config FILE or ADL_CONFIG=FILE" in str(info.value) and "deploy/config/local.toml" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_fund_floor_trigger_without_a_floor_refuses_to_start(config, where):
+    text, env = BASE, {}
+    if where == "file":
+        text = 'trigger_policy = "fund-floor"\n' + BASE
+    else:
+        env = {"ADL_TRIGGER_POLICY": "fund-floor"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(config(text), env=env)
+    assert info.value.setting == "fund_floor"
+    assert 'trigger_policy = "fund-floor" needs fund_floor' in str(info.value)
+    assert ("config file" if where == "file" else "environment variable ADL_TRIGGER_POLICY") in str(info.value)
+    floor = load_settings(config(text), env={**env, "ADL_FUND_FLOOR": "250000"}).trigger()
+    assert floor.floor == D(250000)
+
+
+def test_kafka_properties_remember_where_they_were_set(config):
+    s = load_settings(config(), env={"ADL_KAFKA_CLIENT_ID": "adl-1"})
+    assert s.kafka_sources == {"sasl.password": f"config file {config()}, [kafka]",
+                               "client.id": "environment variable ADL_KAFKA_CLIENT_ID"}
+    with pytest.raises(ConfigError, match="unknown setting"):  # not a setting of its own
+        load_settings(config("kafka_sources = 'x'\n" + BASE), env={})
+
+
+def test_a_kafka_table_inside_kafka_is_refused_with_the_reason(config):
+    with pytest.raises(ConfigError) as info:
+        load_settings(config(BASE + '[kafka.consumer]\n"session.timeout.ms" = "6000"\n'), env={})
+    assert info.value.setting == "kafka.consumer" and "goes to the clients (consumer, producer) that know it" in str(info.value)
