@@ -18,6 +18,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from ..index import Candidate, RankingIndex, SideView
+from ..positions import Position
 from ..numbers import ZERO
 
 #: The lot of a symbol without ``lot_size``: the wire scale.
@@ -109,10 +110,14 @@ class SpreadPolicy:
 
     name: ClassVar[str]
 
-    def lots(self, view: SideView, request: Request, free: list[int], quantity: int) -> list[int]:
-        """Lots each position of ``view`` gives (queue order), summing to at most ``quantity``,
-        none above its ``free`` lots."""
+    def lots(self, view: SideView, request: Request, grid: Decimal, free: list[int], quantity: int) -> list[int]:
+        """Lots of ``grid`` each position of ``view`` gives (queue order), summing to at most
+        ``quantity``, none above its ``free`` lots."""
         raise NotImplementedError
+
+    def room(self, position: Position, request: Request) -> Decimal:
+        """The most ``position`` may give in all (its free quantity, unless the policy caps it)."""
+        return position.free
 
     def allocate(self, request: Request) -> list[Allocation]:
         from .pnl_leverage import PnlLeverage  # the queue that orders every spreading policy's orders
@@ -121,12 +126,23 @@ class SpreadPolicy:
                                   PnlLeverage().score)
         if view is None:
             return []
-        free = free_lots(view, request)
-        lots = self.lots(view, request, free, request.lots(request.quantity))
-        out = []
-        for rank, (position, score, given) in enumerate(zip(view.positions, view.scores.tolist(), lots), start=1):
-            if given:
-                quantity = given * request.lot
+        grid = spreading_grid(view, request)
+        free = free_lots(view, request, grid)
+        given = self.lots(view, request, grid, free, int(request.quantity // grid))
+        out, left = [], request.quantity - sum(given) * grid
+        finest = [0] * len(view)
+        if left > 0 and grid != request.lot:  # what the coarser grid left, on the symbol's own lots
+            for i, position in enumerate(view.positions):
+                take = min(request.lots(left), request.lots(self.room(position, request) - given[i] * grid))
+                if take > 0:
+                    finest[i] = take
+                    left -= take * request.lot
+                if left < request.lot:
+                    break
+        for rank, (position, score, lots, fine) in enumerate(zip(view.positions, view.scores.tolist(), given, finest),
+                                                             start=1):
+            if lots or fine:
+                quantity = lots * grid + fine * request.lot
                 if quantity > position.free:  # the float-derived lots are checked exactly
                     raise AssertionError(f"{self.name} gave {quantity} of {position.free} free")
                 out.append(Allocation(Candidate(position, score, position.quantity.copy_abs() * request.mark),
@@ -134,13 +150,24 @@ class SpreadPolicy:
         return out
 
 
-def free_lots(view: SideView, request: Request) -> list[int]:
-    """Each position's free quantity in whole lots (exact: from the floats while they are small
-    enough to round to the whole number, from the ``Decimal`` values beyond)."""
-    lots = view.free / float(request.lot)
-    if len(lots) and float(lots.max()) < _EXACT_LOTS:
-        return np.rint(lots).astype(np.int64).tolist()
-    return [request.lots(position.free) for position in view.positions]
+def spreading_grid(view: SideView, request: Request) -> Decimal:
+    """The symbol's lot, or a power of ten of lots coarse enough that every count of lots stays
+    exact in float64 (the wire scale's 1e-18 with no ``lot_size``): spreading works on that grid,
+    and what it leaves is given on the symbol's lots in queue order."""
+    lot, largest = request.lot, max(float(view.free.max()), float(request.quantity))
+    while largest / float(lot) >= _EXACT_LOTS:
+        lot *= 10
+    return lot
+
+
+def free_lots(view: SideView, request: Request, grid: Decimal) -> list[int]:
+    """Each position's free quantity in whole ``grid`` lots, rounded down (exact: from the floats
+    where they are whole numbers of lots, from the ``Decimal`` values where not)."""
+    lots = view.free / float(grid)
+    whole = np.rint(lots)
+    if grid == request.lot or np.array_equal(whole, lots):
+        return whole.astype(np.int64).tolist()
+    return [int(position.free // grid) for position in view.positions]
 
 
 def exact_shares(quantity: int, weights: list[int], total: int) -> tuple[list[int], np.ndarray]:

@@ -26,13 +26,13 @@ class MinMaxLeverage(SpreadPolicy):
 
     name: ClassVar[str] = "min-max-leverage"
 
-    def lots(self, view, request, free, quantity):
+    def lots(self, view, request, grid, free, quantity):
         lots = in_queue_order([0] * len(free), [f if b else 0 for f, b in zip(free, view.broke.tolist())], quantity)
         left = quantity - sum(lots)
         healthy = ~view.broke
         if left <= 0 or not healthy.any():
             return lots
-        lot = float(request.lot)
+        lot = float(grid)
         q, equity, mark = view.q[healthy], view.equity[healthy], view.mark
         h = float(request.haircut_per_unit) * UNITS
         room = np.asarray(free, dtype=np.float64)[healthy]

@@ -4,9 +4,8 @@ no position giving more than its free quantity nor a haircut above ``haircut_cap
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import ClassVar
 
 import numpy as np
@@ -27,13 +26,20 @@ class PnlProRata(SpreadPolicy):
     haircut_cap: Decimal = Decimal(1)
     name: ClassVar[str] = "pnl-pro-rata"
 
-    def caps(self, view, request, free) -> list[int]:
-        """Lots each position may give under the haircut cap (0 for one not in profit)."""
+    def room(self, position, request):
+        """Its free quantity, or for a position in profit the quantity whose haircut reaches the cap."""
+        per_unit, upnl = request.haircut_per_unit, position.quantity * request.mark - position.cost
+        if per_unit <= 0 or upnl <= 0:
+            return position.free
+        return min(position.free, request.lot * (self.haircut_cap * upnl // (per_unit * request.lot)))
+
+    def caps(self, view, request, grid, free) -> list[int]:
+        """Lots of ``grid`` each position may give under the haircut cap (0 for one not in profit)."""
         per_unit = request.haircut_per_unit
         upnl = view.upnl.tolist()
         if per_unit <= 0:  # closing at the price costs nothing against the mark: no haircut to cap
             return [f if u > 0 else 0 for f, u in zip(free, upnl)]
-        rough = float(self.haircut_cap) / (float(per_unit) * float(request.lot) * UNITS)
+        rough = float(self.haircut_cap) / (float(per_unit) * float(grid) * UNITS)
         caps = []
         for position, room, u in zip(view.positions, free, upnl):
             if u <= 0:
@@ -42,12 +48,11 @@ class PnlProRata(SpreadPolicy):
                 caps.append(room)
             else:  # exactly: lots * lot * per_unit <= haircut_cap * upnl
                 exact = position.quantity * request.mark - position.cost
-                limit = (self.haircut_cap * exact / (per_unit * request.lot)).to_integral_value(rounding=ROUND_FLOOR)
-                caps.append(max(0, min(room, int(limit))))
+                caps.append(max(0, min(room, int(self.haircut_cap * exact // (per_unit * grid)))))
         return caps
 
-    def lots(self, view, request, free, quantity):
-        caps = self.caps(view, request, free)
+    def lots(self, view, request, grid, free, quantity):
+        caps = self.caps(view, request, grid, free)
         if sum(caps) <= quantity:  # every profitable position gives its cap; the rest, in queue order
             others = [0 if c or u > 0 else f for c, f, u in zip(caps, free, view.upnl.tolist())]
             rest = in_queue_order([0] * len(caps), others, quantity - sum(caps))
@@ -81,7 +86,5 @@ def _level(weights: np.ndarray, caps: np.ndarray, quantity: int) -> float:
     capped = np.concatenate([[0.0], np.cumsum(c)])[:-1]  # gifts of the positions before k, capped
     free_weight = np.cumsum(w[::-1])[::-1]  # weights of k and after, not yet capped
     reached = capped + breaks * free_weight  # sum of gifts at level breaks[k]
-    k = int(np.searchsorted(reached, quantity))
-    if k >= len(w):
-        return math.inf
+    k = min(int(np.searchsorted(reached, quantity)), len(w) - 1)  # float rounding may miss the last
     return (quantity - capped[k]) / free_weight[k]

@@ -16,7 +16,7 @@ class ProRata(SpreadPolicy):
 
     name: ClassVar[str] = "pro-rata"
 
-    def lots(self, view, request, free, quantity):
+    def lots(self, view, request, grid, free, quantity):
         total = sum(free)
         if total <= quantity:
             return list(free)
