@@ -229,6 +229,7 @@ def _topics(args: argparse.Namespace) -> int:
     if differing:
         print(f"adl-stream topics: {', '.join(differing)} not as the settings need (above)", file=sys.stderr)
         return EXIT_USAGE
+    print("Every topic is as the settings need.")
     return 0
 
 

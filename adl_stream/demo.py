@@ -5,9 +5,11 @@ processor (metrics on the metrics port), simulates the crash and publishes it, f
 processing with a live progress view, then reads ``adl-decisions`` and ``adl-orders`` back and
 prints the summary: shortfalls by outcome, ADL orders and notional by symbol, the insurance funds'
 path, the most-deleveraged accounts, and whether every decision is the one the simulator's own
-engine predicted. It writes ``summary.json``, ``adl-demo.png`` and a self-contained
-``adl-demo.html`` (mark price, fund balance and ADL events over event time) to the output
-directory, with the processor's JSON log. Everything it started is stopped before it returns.
+engine predicted. It writes ``summary.json``, ``adl-demo.png`` (mark prices, fund balances and
+ADL orders over event time: one colour per symbol in every panel, the funds in black line styles
+from their seed, and a mark where each fund ran out and ADL began) and a self-contained
+``adl-demo.html`` (the picture and the summary's tables) to the output directory, with the
+processor's JSON log. Everything it started is stopped before it returns.
 
 Everything in the summary is computed from the records on the output topics.
 """
@@ -21,6 +23,7 @@ import json
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -37,10 +40,11 @@ from rich.progress import (
 from rich.table import Table
 
 from .embedded import FAST_GROUP_JOIN, EmbeddedBroker
-from .engine import AdlOrder, ShortfallDecision
+from .engine import AdlOrder, ShortfallDecision, SymbolSpec
 from .engine.records import OUTCOMES
 from .runtime.config import Settings, Topics
-from .runtime.kafka import create_missing_topics, read_to_end
+from .readable import iso_time, plain
+from .runtime.kafka import create_missing_topics, publisher_config, read_to_end
 from .runtime.logs import configure_logging
 from .runtime.processor import Processor
 from .simulation.market import MarketSimulator, Scenario, default_symbols
@@ -60,7 +64,16 @@ class DemoReport:
     fund_seed: Decimal
     start_ts: int
     metrics_url: str
+    symbols: Mapping[str, SymbolSpec]
     files: list[Path] = field(default_factory=list)
+
+    def exhausted(self) -> dict[str, int]:
+        """Fund -> event time of the first shortfall it did not pay (ADL from then on)."""
+        first: dict[str, int] = {}
+        for d in sorted(self.decisions, key=lambda d: d.ts):
+            if d.outcome != "FUND_COVERED":
+                first.setdefault(d.fund_id, d.ts)
+        return first
 
     def summary(self) -> dict:
         """The figures of the summary, from the output records (decimals as exact strings)."""
@@ -78,8 +91,14 @@ class DemoReport:
             fund["covered"] += d.fund_covered
             fund["min"] = min(fund["min"], d.fund_balance_after)
             fund["end"] = d.fund_balance_after
+        exhausted = self.exhausted()
+        assets = {spec.fund_id: spec.settle_asset for spec in self.symbols.values()}
+        for fund_id, fund in funds.items():
+            fund.update(settle_asset=assets[fund_id], exhausted_at=iso_time(exhausted.get(fund_id)))
+        for symbol, row in by_symbol.items():
+            row["settle_asset"] = self.symbols[symbol].settle_asset
         top = sorted(by_account.items(), key=lambda kv: (-kv[1]["notional"], kv[0]))[:TOP_ACCOUNTS]
-        return _plain({
+        return plain({
             "published_records": self.published,
             "shortfalls": len(self.decisions),
             "outcomes": {k: outcomes.get(k, 0) for k in OUTCOMES},
@@ -90,14 +109,6 @@ class DemoReport:
             "most_deleveraged": [{"account_id": a, "symbol": s, **row} for (a, s), row in top],
             "decisions_as_predicted": len(set(self.decisions) & set(self.predicted)),
         })
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return f"{value.normalize():f}" if isinstance(value, Decimal) else value  # exact, without trailing zeros
 
 
 #: The demo's processor shares two cores with the broker: a partition's fetch may come later than
@@ -151,7 +162,7 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
         progress.update(simulate, total=len(records), completed=len(records),
                         note=f"{len(simulator.tape.decisions)} shortfalls")
         publish = progress.add_task("publish to Kafka", total=len(records), note="")
-        publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers}, settings.topics)
+        publisher = Publisher(publisher_config(settings), settings.topics)
         publisher.send_all(records, lambda n: progress.update(publish, completed=n))
     with open(output / "processor.log", "w") as log:
         configure_logging("json", "info", log)
@@ -189,7 +200,7 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
     decisions = _unique(codec.decode(m.value(), ShortfallDecision) for m in read_to_end(settings, settings.topics.adl_decisions))
     orders = _unique(codec.decode(m.value(), AdlOrder) for m in read_to_end(settings, settings.topics.adl_orders))
     return DemoReport(len(records), decisions, orders, simulator.tape.decisions, simulator.tape.marks,
-                      simulator.fund_seed, scenario.start_ts, metrics_url)
+                      simulator.fund_seed, scenario.start_ts, metrics_url, settings.symbols)
 
 
 def _unique(records) -> list:
@@ -212,83 +223,140 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 # -- output ----------------------------------------------------------------------------------
 
 
+def _amount(value: str, unit: str = "") -> str:
+    """An exact decimal of the summary with thousands separators, and its unit."""
+    text = f"{Decimal(value):,f}"
+    return f"{text} {unit}" if unit else text
+
+
+def summary_tables(summary: dict) -> list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]:
+    """The summary as tables of text, ``(title, columns, rows)``: the terminal's and the page's."""
+    o, by_symbol = summary["outcomes"], summary["by_symbol"]
+    return [
+        ("Shortfalls", ("decided", "fund-covered", "ADL", "ADL partial", "unfilled quantity", "ADL orders"),
+         [(f"{summary['shortfalls']:,}", f"{o['FUND_COVERED']:,}", f"{o['ADL']:,}", f"{o['ADL_PARTIAL']:,}",
+           _amount(summary["unfilled_quantity"]), f"{summary['orders']:,}")]),
+        ("ADL by symbol", ("symbol", "orders", "quantity (contracts)", "notional"),
+         [(symbol, f"{row['orders']:,}", _amount(row["quantity"]), _amount(row["notional"], row["settle_asset"]))
+          for symbol, row in by_symbol.items()]),
+        ("Insurance funds", ("fund", "seed", "covered", "lowest", "after last shortfall", "exhausted: ADL from"),
+         [(fund, *(_amount(row[k], row["settle_asset"]) for k in ("seed", "covered", "min", "end")),
+           row["exhausted_at"] or "never") for fund, row in summary["funds"].items()]),
+        ("Most-deleveraged accounts", ("account", "symbol", "orders", "quantity (contracts)", "notional"),
+         [(row["account_id"], row["symbol"], f"{row['orders']:,}", _amount(row["quantity"]),
+           _amount(row["notional"], by_symbol[row["symbol"]]["settle_asset"])) for row in summary["most_deleveraged"]]),
+    ]
+
+
 def _render(report: DemoReport, console: Console) -> None:
     s = report.summary()
-    shortfalls = Table(title="Shortfalls", show_header=True)
-    for column in ("decided", "fund-covered", "ADL", "ADL partial", "unfilled qty", "ADL orders"):
-        shortfalls.add_column(column, justify="right")
-    o = s["outcomes"]
-    shortfalls.add_row(str(s["shortfalls"]), str(o["FUND_COVERED"]), str(o["ADL"]), str(o["ADL_PARTIAL"]),
-                       s["unfilled_quantity"], str(s["orders"]))
-    symbols = Table(title="ADL by symbol")
-    for column in ("symbol", "orders", "quantity", "notional"):
-        symbols.add_column(column, justify="right")
-    for symbol, row in s["by_symbol"].items():
-        symbols.add_row(symbol, str(row["orders"]), row["quantity"], f"{Decimal(row['notional']):,.2f}")
-    funds = Table(title="Insurance funds")
-    for column in ("fund", "seed", "covered", "lowest", "after last shortfall"):
-        funds.add_column(column, justify="right")
-    for fund_id, row in s["funds"].items():
-        funds.add_row(fund_id, f"{Decimal(row['seed']):,.2f}", f"{Decimal(row['covered']):,.2f}",
-                      f"{Decimal(row['min']):,.2f}", f"{Decimal(row['end']):,.2f}")
-    accounts = Table(title="Most-deleveraged accounts")
-    for column in ("account", "symbol", "orders", "quantity", "notional"):
-        accounts.add_column(column, justify="right")
-    for row in s["most_deleveraged"]:
-        accounts.add_row(row["account_id"], row["symbol"], str(row["orders"]), row["quantity"],
-                         f"{Decimal(row['notional']):,.2f}")
-    for table in (shortfalls, symbols, funds, accounts):
+    for title, columns, rows in summary_tables(s):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
-    same = s["decisions_as_predicted"] == len(report.predicted) == s["shortfalls"]
-    console.print(f"Decisions on the output topic identical to the simulator engine's: "
-                  f"{s['decisions_as_predicted']}/{len(report.predicted)} " + ("[green]yes[/]" if same else "[red]NO[/]"))
+    console.print(f"Decisions on the output topic identical to the simulator engine's: {_agreement(report, s)}")
+
+
+def _agreement(report: DemoReport, summary: dict) -> str:
+    same = summary["decisions_as_predicted"] == len(report.predicted) == summary["shortfalls"]
+    return f"{summary['decisions_as_predicted']}/{len(report.predicted)} " + ("yes" if same else "NO")
 
 
 def _write_files(report: DemoReport, output: Path) -> list[Path]:
-    summary = output / "summary.json"
-    summary.write_text(json.dumps(report.summary(), indent=2) + "\n")
+    summary = report.summary()
+    summary_path = output / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     png = output / "adl-demo.png"
-    _plot(report, png)
+    fig = figure(report)
+    fig.savefig(png, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     page = output / "adl-demo.html"
     image = base64.b64encode(png.read_bytes()).decode()
-    body = html.escape(json.dumps(report.summary(), indent=2))
-    page.write_text(f"<!doctype html><meta charset=utf-8><title>adl-stream demo</title>"
-                    f"<h1>adl-stream demo</h1><img alt='mark, fund, ADL' src='data:image/png;base64,{image}'>"
-                    f"<h2>Summary (from the output topics)</h2><pre>{body}</pre>\n")
-    return [summary, png, page]
+    tables = "".join(_html_table(*table) for table in summary_tables(summary))
+    page.write_text(
+        "<!doctype html><meta charset=utf-8><title>adl-stream demo</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse;"
+        "margin-bottom:1em}th,td{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "td:first-child{text-align:left}</style>"
+        f"<h1>adl-stream demo</h1><img alt='mark prices, insurance funds and ADL orders over event time' "
+        f"src='data:image/png;base64,{image}'>"
+        f"<p>Summary from the output topics (also in summary.json). Decisions identical to the simulator "
+        f"engine's: {html.escape(_agreement(report, summary))}.</p>{tables}\n")
+    return [summary_path, png, page]
 
 
-def _plot(report: DemoReport, path: Path) -> None:
+def _html_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+FUND_STYLES = ("-", "--", "-.", ":")
+
+
+def figure(report: DemoReport):
+    """The demo's picture: marks, fund balances and ADL orders over event time. A symbol has one
+    colour in every panel; the funds are black, one line style each, starting at their seed; a
+    vertical line in the fund's style marks, across the panels, its first shortfall left to ADL."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     seconds = lambda ts: (ts - report.start_ts) / 1000  # noqa: E731
-    fig, (prices, funds, adl) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
-    for symbol, path_ in sorted(report.marks.items()):
-        if path_:
-            first = float(path_[0][1])
-            prices.plot([seconds(t) for t, _ in path_], [100 * float(m) / first for _, m in path_], label=symbol)
-    prices.set_ylabel("mark, % of start")
+    colours = {symbol: f"C{i}" for i, symbol in enumerate(sorted(report.symbols))}
+    assets = {spec.fund_id: spec.settle_asset for spec in report.symbols.values()}
+    styles = {fund: FUND_STYLES[i % len(FUND_STYLES)] for i, fund in enumerate(sorted(assets))}
+    unit = "/".join(sorted(set(assets.values())))
+    thousands = FuncFormatter(lambda value, _: f"{value:,.0f}")
+    fig, (prices, funds, adl) = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+
+    for symbol, path in sorted(report.marks.items()):
+        if path:
+            first = float(path[0][1])
+            prices.plot([seconds(t) for t, _ in path], [100 * float(m) / first for _, m in path],
+                        color=colours[symbol], label=symbol)
+    prices.set_ylabel("mark price, % of its start")
     prices.legend(loc="lower left")
-    by_fund = defaultdict(list)
+
+    seed = float(report.fund_seed)
+    by_fund = defaultdict(lambda: [(0.0, seed)])
     for d in sorted(report.decisions, key=lambda d: d.ts):
         by_fund[d.fund_id].append((seconds(d.ts), float(d.fund_balance_after)))
     for fund_id, points in sorted(by_fund.items()):
-        funds.step([x for x, _ in points], [y for _, y in points], where="post", label=fund_id)
-    funds.set_ylabel("fund balance after\neach shortfall")
+        funds.step([x for x, _ in points], [y for _, y in points], where="post", color="black",
+                   linestyle=styles[fund_id], label=f"fund {fund_id}")
+    funds.axhline(seed, color="grey", linewidth=0.8, linestyle=":")
+    funds.annotate(f"seed {seed:,.0f} {unit} per fund", (0, seed), xytext=(4, 4), textcoords="offset points",
+                   color="dimgrey")
+    funds.set_ylim(bottom=-0.05 * seed, top=1.2 * seed)
+    funds.set_ylabel(f"fund balance after\neach shortfall, {unit}")
+    funds.yaxis.set_major_formatter(thousands)
+
+    for i, (fund_id, ts) in enumerate(sorted(report.exhausted().items(), key=lambda item: item[1])):
+        for axes in (prices, funds, adl):
+            axes.axvline(seconds(ts), color="black", linestyle=styles[fund_id], linewidth=0.9)
+        funds.annotate(f"{fund_id} exhausted: ADL from here", (seconds(ts), 0.75 - 0.12 * i), xytext=(6, 0),
+                       xycoords=funds.get_xaxis_transform(), textcoords="offset points", va="center",
+                       arrowprops={"arrowstyle": "-", "linestyle": styles[fund_id]})
     funds.legend(loc="upper right")
+
     per_symbol = defaultdict(list)
     for order in report.orders:
         per_symbol[order.symbol].append((seconds(order.ts), float(order.quantity * order.price)))
     for symbol, points in sorted(per_symbol.items()):
-        adl.scatter([x for x, _ in points], [y for _, y in points], s=8, label=symbol)
+        adl.scatter([x for x, _ in points], [y for _, y in points], s=8, color=colours[symbol], label=symbol)
     adl.set_yscale("log")
-    adl.set_ylabel("ADL order notional")
-    adl.set_xlabel("event time, s")
+    adl.yaxis.set_major_formatter(thousands)
+    adl.set_ylabel(f"ADL order notional, {unit}\n(quantity × bankruptcy price)")
+    adl.set_xlabel("event time since the start of the simulation, s")
     adl.legend(loc="upper left")
     fig.suptitle("adl-stream demo: a crash, the insurance funds, and auto-deleveraging")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig

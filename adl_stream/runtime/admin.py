@@ -42,6 +42,7 @@ def ensure_topics(settings: Settings, partitions: int | None = None) -> list[Top
     existing = wait_for_cluster(settings, admin).topics
     inputs = settings.topics.inputs()
     counts = Counter(len(existing[t].partitions) for t in inputs if t in existing)
+    reason = "--partitions" if partitions else "as the other inputs: co-partitioned"
     partitions = partitions or (counts.most_common(1)[0][0] if counts else DEFAULT_PARTITIONS)
     changelog = changelog_topic(settings.group_id)
     wanted = [TopicState(t, role, partitions, t in settings.topics.compacted())
@@ -67,7 +68,8 @@ def ensure_topics(settings: Settings, partitions: int | None = None) -> list[Top
             continue
         actual = len(existing[topic.name].partitions) if topic.name in existing else topic.partitions
         if topic.name in inputs and actual != partitions:
-            topic.differences.append(f"{actual} partitions, the inputs need {partitions} (co-partitioned)")
+            topic.differences.append(f"has {actual} partitions, not {partitions} ({reason}); the processor "
+                                     "refuses inputs with different counts")
         topic.partitions = actual
         policy = policies.get(topic.name)
         if topic.compacted and policy is not None and "compact" not in policy:

@@ -191,7 +191,7 @@ def wait_for_cluster(settings: Settings, admin: AdminClient, topics: dict[str, s
     missing: list[str] = []
 
     def attempt():
-        metadata = admin.list_topics(timeout=5)
+        metadata = admin.list_topics(timeout=2)  # short: the first warning comes early
         missing[:] = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
         if missing:
             raise _TopicsNotReady()

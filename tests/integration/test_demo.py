@@ -1,6 +1,5 @@
 """The simulator through the real processor, and ``adl-stream demo`` end to end."""
 
-import html
 import json
 import socket
 import subprocess
@@ -14,12 +13,14 @@ import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.engine.records import OUTCOMES
+from adl_stream.readable import iso_time
 from adl_stream.runtime.kafka import read_to_end
 from adl_stream.simulation.market import MarketSimulator, Scenario, default_symbols
 from adl_stream.simulation.publish import Publisher
 from adl_stream.wire import Codec
 from tests.conftest import metric, wait_for
 from tests.invariants import check_spec_invariants
+from tests.test_demo_output import check_page_against_summary
 
 pytestmark = pytest.mark.integration
 codec = Codec()
@@ -83,16 +84,20 @@ def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, setti
         {(o.account_id, o.symbol) for o in orders})
     assert summary["decisions_as_predicted"] == summary["shortfalls"]
     assert "Decisions on the output topic identical to the simulator engine's" in result.stdout
+    for fund_id, row in summary["funds"].items():  # the moment the picture marks: its first shortfall left to ADL
+        first_adl = min((d.ts for d in decisions if d.fund_id == fund_id and d.outcome != "FUND_COVERED"), default=None)
+        assert row["exhausted_at"] == iso_time(first_adl) and row["settle_asset"] == "USDT"
+    assert any(row["exhausted_at"] for row in summary["funds"].values())
 
 
 def test_demo_on_its_embedded_broker_writes_its_picture_and_leaves_nothing_running(tmp_path):
     result = _demo(tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "adl-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (tmp_path / "adl-demo.html").read_text()
-    assert "data:image/png;base64," in page  # self-contained: the picture is inlined
-    shown = json.loads(html.unescape(page.split("<pre>", 1)[1].split("</pre>", 1)[0]))
-    assert shown == json.loads((tmp_path / "summary.json").read_text()) and shown["shortfalls"] > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["shortfalls"] > 0
+    # self-contained (the picture inlined), the summary as tables with the figures of summary.json
+    check_page_against_summary((tmp_path / "adl-demo.html").read_text(), summary)
     bootstrap = result.stdout.split("Kafka at ", 1)[1].split(",", 1)[0]
     host, port = bootstrap.rsplit(":", 1)
     with pytest.raises(OSError):  # the embedded broker is gone

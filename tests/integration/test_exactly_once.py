@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
+import structlog
 from confluent_kafka import Producer
 
 from adl_stream.embedded import free_port
@@ -35,9 +36,13 @@ def test_a_second_instance_with_the_same_transactional_id_fences_the_first(setti
                           "transactional.id": settings.transactional_id})
     successor.init_transactions(10)
 
-    feed.send(sc.E1)  # the first instance decides E1 but cannot commit it
-    wait_for(lambda: not first.thread.is_alive(), 30, "fenced instance to stop")
+    with structlog.testing.capture_logs() as logs:
+        feed.send(sc.E1)  # the first instance decides E1 but cannot commit it
+        wait_for(lambda: not first.thread.is_alive(), 30, "fenced instance to stop")
     assert first.exit_code == EXIT_FENCED
+    (fenced,) = [line for line in logs if line["event"] == "fenced"]  # says what happened, not "another runs"
+    assert f"a producer with transactional id {settings.transactional_id!r}" in fenced["hint"]
+    assert "started after this one" in fenced["hint"] and "initialised this transactional id after" in fenced["error"]
     decisions = read_topic(settings, settings.topics.adl_decisions, 0, timeout=2, settle=1)
     assert [Codec().decode(m.value(), ShortfallDecision).event_id for m in decisions] == []
 

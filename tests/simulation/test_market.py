@@ -2,6 +2,7 @@
 
 from decimal import Decimal as D
 
+from adl_stream.engine import SymbolSpec
 from adl_stream.simulation.market import MarketSimulator, Scenario
 from adl_stream.wire import Codec
 from tests.invariants import check_spec_invariants
@@ -44,3 +45,34 @@ def _engine_orders(records, simulator):
     engine = Engine(simulator.symbols)
     for record in records:
         yield from engine.apply(record).orders
+
+
+def test_prices_and_quantities_lie_on_each_symbols_tick_and_lot_grid():
+    # The README's example symbol (tick 0.1, lot 0.001) and coarser grids; the simulator's own
+    # engine rejects (raises) any record off them, as the processor would dead-letter it.
+    symbols = {"BTCUSDT": SymbolSpec("BTCUSDT", "USDT", "USDT", D("0.001"), D("0.1")),
+               "ETHUSDT": SymbolSpec("ETHUSDT", "USDT", "USDT", D("0.05"), D("0.25")),
+               "SOLUSDT": SymbolSpec("SOLUSDT", "USDT", "USDT-ALT", None, None)}
+    simulator = MarketSimulator(Scenario(seed=4, accounts=300), symbols)
+    records = list(simulator.records())
+    assert simulator.tape.decisions and simulator.tape.orders
+    for record in records:
+        spec = symbols.get(getattr(record, "symbol", None))
+        if spec is None or spec.tick_size is None:
+            continue
+        price = getattr(record, "price", None) or getattr(record, "mark_price", None) or record.bankruptcy_price
+        assert price % spec.tick_size == 0, record
+        quantity = getattr(record, "quantity", None)
+        assert quantity is None or quantity % spec.lot_size == 0, record
+
+
+def test_start_ts_and_id_prefix_move_event_times_and_ids():
+    plain = list(MarketSimulator(Scenario(seed=5, accounts=100)).records())
+    moved = list(MarketSimulator(Scenario(seed=5, accounts=100, start_ts=1_000_000, id_prefix="run2-")).records())
+    assert len(moved) == len(plain) and moved[0].ts == 1_000_001 and plain[0].ts > 1_000_001
+    shift = plain[0].ts - moved[0].ts
+    assert [r.ts for r in moved] == [r.ts - shift for r in plain]  # the same market, later or earlier
+    ids = [value for record in moved for name in ("fill_id", "event_id", "flow_id", "account_id", "adl_order_id")
+           if (value := getattr(record, name, None)) is not None]
+    assert ids and all(value.startswith("run2-") for value in ids)
+    assert not {getattr(r, "account_id", None) for r in moved} & {getattr(r, "account_id", None) for r in plain} - {None}
