@@ -15,7 +15,8 @@ import structlog
 
 from . import __version__
 from .runtime.config import LOG_FORMATS, LOG_LEVELS, ConfigError, Settings, load_settings
-from .runtime.kafka import CONSUMER, StartupError, client_properties
+from .runtime.kafka import StartupError
+from .runtime.kafka_properties import CONSUMER, client_properties
 from .runtime.logs import configure_logging
 
 EXIT_USAGE = 2
@@ -91,6 +92,9 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+_TEXT_COLUMNS = {"settle asset", "stream time (UTC)", "fund", "account"}  # left-justified; figures right
+
+
 def _print_state(settings: Settings, state: dict) -> None:
     """The report of :func:`~adl_stream.inspection.report` as tables that fit 100 columns (a cell
     too wide for a narrower terminal wraps; nothing is cut)."""
@@ -100,8 +104,7 @@ def _print_state(settings: Settings, state: dict) -> None:
     def table(title: str, *columns: str) -> Table:
         t = Table(title=title, title_justify="left")
         for column in columns:
-            t.add_column(column, overflow="fold", justify="left" if column in ("settle asset", "fund", "account",
-                                                                                "stream time (UTC)") else "right")
+            t.add_column(column, overflow="fold", justify="left" if column in _TEXT_COLUMNS else "right")
         return t
 
     console = Console()

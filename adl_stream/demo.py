@@ -42,8 +42,8 @@ from rich.table import Table
 from .embedded import FAST_GROUP_JOIN, EmbeddedBroker
 from .engine import AdlOrder, ShortfallDecision, SymbolSpec
 from .engine.records import OUTCOMES
-from .runtime.config import Settings, Topics
 from .readable import iso_time, plain
+from .runtime.config import Settings, Topics
 from .runtime.kafka import create_missing_topics, publisher_config, read_to_end
 from .runtime.logs import configure_logging
 from .runtime.processor import Processor

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 #: Wide enough for every value the engine holds (wire decimals, costs to 1e-36): never rounds.
 _EXACT = decimal.Context(prec=100)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def plain_decimal(value: Decimal) -> str:

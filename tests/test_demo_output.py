@@ -42,7 +42,7 @@ def test_one_colour_per_symbol_in_every_panel_and_the_funds_in_black_line_styles
 def test_the_picture_shows_units_thousands_the_seed_and_when_each_fund_ran_out(report):
     fig = figure(report)
     fig.canvas.draw()
-    prices, funds, adl = fig.axes
+    _, funds, adl = fig.axes
     assert "USDT" in funds.get_ylabel() and "USDT" in adl.get_ylabel() and ", s" in adl.get_xlabel()
     labels = [t.get_text() for t in funds.get_yticklabels()]
     assert any("," in label for label in labels), labels  # 20,000 and not 20000
@@ -50,7 +50,7 @@ def test_the_picture_shows_units_thousands_the_seed_and_when_each_fund_ran_out(r
     assert f"seed {float(report.fund_seed):,.0f} USDT per fund" in texts
     exhausted = report.exhausted()
     assert exhausted and set(exhausted) <= {spec.fund_id for spec in report.symbols.values()}
-    for fund_id, ts in exhausted.items():
+    for fund_id in exhausted:
         assert f"{fund_id} exhausted: ADL from here" in texts
         first_adl = min(d.ts for d in report.decisions if d.fund_id == fund_id and d.outcome != "FUND_COVERED")
         x = (first_adl - report.start_ts) / 1000

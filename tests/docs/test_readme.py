@@ -23,7 +23,7 @@ import pytest
 from adl_stream.cli import build_parser
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.config import load_settings
-from adl_stream.runtime.kafka import CONSUMER, client_properties
+from adl_stream.runtime.kafka_properties import CONSUMER, client_properties
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.error
-import uuid
 import urllib.request
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -139,7 +139,7 @@ def test_fund_floor_without_a_floor_refuses_to_start_naming_the_setting(tmp_path
 
 
 def test_topics_creates_what_is_missing_once_and_says_what_differs(broker, tmp_path):
-    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType, NewTopic
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
     prefix = f"t{uuid.uuid4().hex[:8]}."
     config = tmp_path / "adl.toml"

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 
 from adl_stream.runtime.config import ConfigError, Settings
-from adl_stream.runtime.kafka import CONSUMER, PRODUCER, client_properties, consumer_config, producer_config
+from adl_stream.runtime.kafka import consumer_config, producer_config
+from adl_stream.runtime.kafka_properties import CONSUMER, PRODUCER, client_properties
 
 
 def settings(**kafka) -> Settings:
