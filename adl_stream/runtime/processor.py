@@ -134,6 +134,8 @@ class Processor:
         self.inputs: Consumer | None = None  # every input partition, assigned
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
+        self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
+        self._joining_logged = 0
 
     # -- state views (tests, demo, bench) ---------------------------------------------------------
 
@@ -187,6 +189,8 @@ class Processor:
                 self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
                                              transactions=self.metrics.transactions)
                 self.consumer.subscribe([self.changelog], on_assign=self._on_assign, on_revoke=self._on_revoke)
+                self._joining_since = time.monotonic()
+                log.info("joining_group", group_id=s.group_id, topic=self.changelog)
             while not stop.is_set():
                 self._step()
                 if self._until_caught_up and self._caught_up_everywhere():
@@ -319,6 +323,7 @@ class Processor:
         if self.consumer is not None:
             self.consumer.poll(0)  # group membership: heartbeats and rebalances (the callbacks)
         if not self.tasks:
+            self._log_joining()
             time.sleep(self.settings.poll_timeout_ms / 1000)
             return
         messages = self.inputs.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
@@ -345,6 +350,18 @@ class Processor:
                 self._commit()
             if released < room:
                 break
+
+    def _log_joining(self) -> None:
+        """Every 5 s until the group first hands out the tasks, a line saying so."""
+        if self._joining_since is None or self._assigned:
+            self._joining_since = None
+            return
+        waited = time.monotonic() - self._joining_since
+        if waited >= 5 * (self._joining_logged + 1):
+            self._joining_logged += 1
+            log.info("waiting_for_tasks", group_id=self.settings.group_id, waited_s=round(waited),
+                     hint="the consumer group is forming; on Tansu that takes 20+ s unless [kafka] sets "
+                     "session.timeout.ms = 6000 and heartbeat.interval.ms = 500 (adl-stream broker prints them)")
 
     def _route(self, message, consumed_at: float) -> None:
         """Hand the record to the merge of its settle asset, if this instance owns it."""

@@ -201,3 +201,24 @@ def test_run_rejects_an_invalid_setting_before_connecting(tmp_path):
                             capture_output=True, text=True, timeout=60, env={**os.environ, "ADL_CONFIG": ""})
     assert result.returncode == 2
     assert "metrics_port" in result.stderr and "flag --metrics-port" in result.stderr
+
+
+def test_run_says_it_waits_for_the_group_while_it_forms(settings, tmp_path):
+    # librdkafka's default group timings: on Tansu the group takes 20+ s to form.
+    config = write_config(replace(settings, kafka={}), tmp_path / "adl.toml")
+    log = open(tmp_path / "stderr.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config, "--metrics-port", "0",
+                                "--log-format", "json"], stderr=log, stdout=log)
+    try:
+        wait_for(lambda: "waiting_for_tasks" in (tmp_path / "stderr.log").read_text() or process.poll() is not None,
+                 20, "a waiting_for_tasks line")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    events = [line for line in json_lines((tmp_path / "stderr.log").read_text())]
+    names = [line["event"] for line in events]
+    assert names.index("joining_group") < names.index("waiting_for_tasks")
+    waiting = events[names.index("waiting_for_tasks")]
+    assert waiting["waited_s"] >= 5 and "session.timeout.ms = 6000" in waiting["hint"]
