@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output from these offsets; input partitions not named contribute state only")
     start.add_argument("--from-timestamp", type=int, metavar="EPOCH_MS",
                        help="output from the first record at or after this Kafka timestamp in each partition")
-    replay.add_argument("--output-suffix", help="write outputs to <adl-orders|adl-decisions|adl-dlq>.<suffix>, "
+    replay.add_argument("--output-suffix", help="write outputs to <adl-orders|adl-decisions|adl-dlq|adl-indicators>.<suffix>, "
                         "created if missing (no default: give it or --dry-run)")
     replay.add_argument("--dry-run", action="store_true", help="print the outputs as JSON lines on stdout; produce nothing")
     replay.add_argument("--replay-group-id", help="consumer group of the replay (default: <group_id>.replay.<suffix>)")

@@ -64,7 +64,7 @@ def replay_settings(settings: Settings, suffix: str | None, group_id: str | None
     """The settings of a replay: a fresh group, outputs to ``<topic>.<suffix>`` (a dry run, with no
     suffix, keeps the names: it produces nothing)."""
     topics = settings.topics if suffix is None else replace(
-        settings.topics, **{name: f"{getattr(settings.topics, name)}.{suffix}" for name in ("adl_orders", "adl_decisions", "adl_dlq")})
+        settings.topics, **{name: f"{getattr(settings.topics, name)}.{suffix}" for name in ("adl_orders", "adl_decisions", "adl_dlq", "adl_indicators")})
     return replace(settings, group_id=group_id or f"{settings.group_id}.replay.{suffix or 'dry-run'}",
                    instance_id="replay", topics=topics)
 

@@ -90,7 +90,7 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
 
     # 1. Uninterrupted, in-process, into its own group and output topics over the same inputs.
     straight = replace(settings, group_id=settings.group_id + ".straight", max_idle_ms=1000, topics=replace(
-        settings.topics, **{t: f"{getattr(settings.topics, t)}.straight" for t in ("adl_orders", "adl_decisions", "adl_dlq")}))
+        settings.topics, **{t: f"{getattr(settings.topics, t)}.straight" for t in ("adl_orders", "adl_decisions", "adl_dlq", "adl_indicators")}))
     broker.create_topics(straight.topics.outputs(), PARTITIONS)
     running = start_processor(straight)
     running.wait_handled(len(market.records))
