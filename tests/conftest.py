@@ -3,6 +3,9 @@ topics per test, an in-process processor, and helpers to produce and read record
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -108,6 +111,21 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_command(argv: list[str], log_path, **popen):
+    """``argv`` (e.g. ``adl-stream run``) in a subprocess, stdout and stderr to ``log_path``;
+    stopped with SIGTERM on leaving the block, which must end it with exit code 0."""
+    with open(log_path, "w+") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log, **popen)
+        try:
+            yield process
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0, log_path.read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 class RunningProcessor:

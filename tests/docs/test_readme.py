@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from adl_stream.cli import build_parser
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.config import load_settings
 from adl_stream.runtime.kafka_properties import CONSUMER, client_properties
-from tests.conftest import wait_for
+from tests.conftest import running_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -118,16 +117,10 @@ def test_what_runs_today_runs_as_written_with_the_readme_settings(own_broker, tm
     order = {"topics": 0, "run": 1, "replay": 2, "inspect": 3}
     for command in sorted(shown, key=lambda c: order[words(c)[1]]):
         if words(command)[1] == "run":  # until stopped: ready, then SIGTERM
-            log = open(tmp_path / "run.log", "w+")
-            process = subprocess.Popen(words(command), cwd=tmp_path, env=env, stderr=log, stdout=log)
-            try:
-                wait_for(lambda: "tasks_assigned" in (tmp_path / "run.log").read_text() or process.poll() is not None,
-                         30, "the processor's tasks")
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(30) == 0, (tmp_path / "run.log").read_text()[-2000:]
-            finally:
-                if process.poll() is None:
-                    process.kill()
+            log = tmp_path / "run.log"
+            with running_command(words(command), log, cwd=tmp_path, env=env) as process:
+                wait_for(lambda: "tasks_assigned" in log.read_text() or process.poll() is not None, 30,
+                         "the processor's tasks")
             continue
         result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"

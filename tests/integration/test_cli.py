@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from adl_stream.embedded import free_port
 from adl_stream.engine import BalanceUpdate, ShortfallDecision
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import Feed, read_topic, wait_for, write_config
+from tests.conftest import Feed, read_topic, running_command, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +39,8 @@ def test_run_subprocess_serves_probes_and_metrics_logs_json_and_stops_on_sigterm
         tmp_path / "adl.toml",
     )
     env = {**os.environ, "ADL_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "ADL_METRICS_PORT": str(port)}
-    log = open(tmp_path / "stderr.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config,
-                                "--log-format", "json"], env=env, stderr=log, stdout=log)
-    try:
+    log = tmp_path / "stderr.log"
+    with running_command([*ADL_STREAM, "run", "--config", config, "--log-format", "json"], log, env=env):
         wait_for(lambda: http(port, "/healthz")[0] == 200, 30, "/healthz")
         wait_for(lambda: http(port, "/readyz")[0] == 200, 30, "/readyz")
         feed = Feed(settings)
@@ -55,26 +52,22 @@ def test_run_subprocess_serves_probes_and_metrics_logs_json_and_stops_on_sigterm
         assert 'adl_shortfalls_total{outcome="FUND_COVERED",symbol="BTCUSDT"} 1.0' in metrics
         assert f'adl_events_processed_total{{topic="{settings.topics.fills}"}} 6.0' in metrics
         assert "adl_ready 1.0" in metrics
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log.seek(0)
-    lines = [json.loads(line) for line in log]  # every line is JSON: librdkafka's too, nothing raw
+    lines = json_lines(log.read_text())  # every line is JSON: librdkafka's too, nothing raw
     events = {line["event"]: line for line in lines}
     # session.timeout.ms and heartbeat.interval.ms went to the consumers only: no producer warned
     assert not [line for line in lines if line["event"] == "librdkafka" and line["facility"] == "CONFWARN"]
     assert events["shortfall_decided"]["event_id"] == "E1"
     assert events["shortfall_decided"]["outcome"] == "FUND_COVERED"
     assert events["stopped"]["exit_code"] == 0
-    log.seek(0)
-    assert "do-not-log-me" not in log.read()
+    assert "do-not-log-me" not in log.read_text()
+
+
+ADL_STREAM = [sys.executable, "-m", "adl_stream.cli"]
 
 
 def adl_stream(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "adl_stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "ADL_CONFIG": "", **(env or {})})
+    return subprocess.run([*ADL_STREAM, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ADL_CONFIG": "", **(env or {})})
 
 
 def json_lines(text: str) -> list[dict]:
@@ -206,18 +199,12 @@ def test_run_rejects_an_invalid_setting_before_connecting(tmp_path):
 def test_run_says_it_waits_for_the_group_while_it_forms(settings, tmp_path):
     # librdkafka's default group timings: on Tansu the group takes 20+ s to form.
     config = write_config(replace(settings, kafka={}), tmp_path / "adl.toml")
-    log = open(tmp_path / "stderr.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config, "--metrics-port", "0",
-                                "--log-format", "json"], stderr=log, stdout=log)
-    try:
-        wait_for(lambda: "waiting_for_tasks" in (tmp_path / "stderr.log").read_text() or process.poll() is not None,
-                 20, "a waiting_for_tasks line")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-    events = [line for line in json_lines((tmp_path / "stderr.log").read_text())]
+    log = tmp_path / "stderr.log"
+    with running_command([*ADL_STREAM, "run", "--config", config, "--metrics-port", "0", "--log-format", "json"],
+                         log) as process:
+        wait_for(lambda: "waiting_for_tasks" in log.read_text() or process.poll() is not None, 20,
+                 "a waiting_for_tasks line")
+    events = json_lines(log.read_text())
     names = [line["event"] for line in events]
     assert names.index("joining_group") < names.index("waiting_for_tasks")
     waiting = events[names.index("waiting_for_tasks")]
