@@ -1,6 +1,7 @@
 """The simulator through the real processor, and ``adl-stream demo`` end to end."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -98,6 +99,11 @@ def test_demo_on_its_embedded_broker_writes_its_picture_and_leaves_nothing_runni
     assert summary["shortfalls"] > 0
     # self-contained (the picture inlined), the summary as tables with the figures of summary.json
     check_page_against_summary((tmp_path / "adl-demo.html").read_text(), summary)
+    # Nothing raw over the progress view; the processor's log is JSON only, without a configuration
+    # warning (the group settings go to its consumers only).
+    assert not re.search(r"^%\d\|", result.stdout + result.stderr, re.MULTILINE)
+    log = [json.loads(line) for line in (tmp_path / "processor.log").read_text().splitlines()]
+    assert log and not [line for line in log if line.get("facility") == "CONFWARN"]
     bootstrap = result.stdout.split("Kafka at ", 1)[1].split(",", 1)[0]
     host, port = bootstrap.rsplit(":", 1)
     with pytest.raises(OSError):  # the embedded broker is gone
