@@ -2,8 +2,11 @@
 
 A value is ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of the writer schema, then the Avro
 binary body (fastavro). ``ts`` fields are ``timestamp-millis`` on the wire and integer epoch
-milliseconds in the engine. Decoding refuses, as :class:`~adl_stream.engine.errors.Rejected`,
-anything that is not a well-formed record of the expected schema with in-range decimals.
+milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
+engine computed with more digits (a product of two wire decimals has 36) is rescaled, and one that
+would round raises ``decimal.Inexact`` (roundings are the engine's, never the codec's). Decoding
+refuses, as :class:`~adl_stream.engine.errors.Rejected`, anything that is not a well-formed record
+of the expected schema with in-range decimals.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from io import BytesIO
 import fastavro
 
 from ..engine import records
+from ..engine.indicators import AdlIndicator
 from ..engine.errors import Rejected
-from ..engine.numbers import WIRE_LIMIT
+from ..engine.numbers import WIRE_LIMIT, WIRE_SCALE, to_wire
 from .schemas import Schema, load_schemas
 
 MAGIC = b"\xc3\x01"
@@ -35,6 +39,7 @@ RECORD_TYPES: dict[str, type] = {
         records.LiquidationShortfall,
         records.AdlOrder,
         records.ShortfallDecision,
+        AdlIndicator,
     )
 }
 
@@ -61,7 +66,11 @@ class Codec:
         out = BytesIO()
         out.write(MAGIC)
         out.write(schema.fingerprint)
-        fastavro.schemaless_writer(out, schema.parsed, {f: getattr(record, f) for f in self._fields[name]})
+        fields = {f: getattr(record, f) for f in self._fields[name]}
+        for field in self._decimals[name]:
+            if fields[field].as_tuple().exponent < -WIRE_SCALE:  # fastavro refuses more digits than the scale
+                fields[field] = to_wire(fields[field])
+        fastavro.schemaless_writer(out, schema.parsed, fields)
         return out.getvalue()
 
     def decode(self, payload: bytes | None, expected: type):

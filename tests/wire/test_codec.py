@@ -1,11 +1,14 @@
+import decimal
 import json
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adl_stream.engine import Fill, MarkPrice, Rejected, ShortfallDecision
+from adl_stream.engine import AdlIndicator, Fill, MarkPrice, Rejected, ShortfallDecision
+from adl_stream.engine.numbers import EXACT
 from adl_stream.wire import SCHEMA_DIR, Codec, load_schemas
 from adl_stream.wire.codec import RECORD_TYPES
 from tests import scenarios as sc
@@ -57,6 +60,22 @@ def test_outputs_round_trip_including_infinite_scores():
     assert codec.decode(codec.encode(decision), ShortfallDecision) == decision
     order = sc.AdlOrder("E:1", "E", "BTCUSDT", "S", "BUY", D(1), D(95), "B", 1, float("inf"), 5)
     assert codec.decode(codec.encode(order), sc.AdlOrder) == order
+    for light in (AdlIndicator("BTCUSDT", "Z", "SHORT", 5, 1, 5, float("inf"), 30_000),
+                  AdlIndicator("BTCUSDT", "L", "LONG", 3, 2, 2, -0.2111, 30_000)):
+        assert codec.decode(codec.encode(light), AdlIndicator) == light
+    assert codec.encode(light)[2:10] == codec.schemas["AdlIndicator"].fingerprint
+
+
+def test_decimals_go_out_at_the_schema_scale_exactly_and_never_rounded():
+    # A haircut of two decoded wire decimals: 3.000000000000000000 x 5.000000000000000000 has
+    # exponent -36, more than decimal(38, 18) holds; its value does fit, so it is written as 15.
+    haircut = EXACT.multiply(D("3.000000000000000000"), D("5.000000000000000000"))
+    decision = ShortfallDecision("E", "BTCUSDT", "B", "USDT", D(3), D(800), "ADL", D(0), D(3), D(0), 1,
+                                 ("E:1",), D(700), "fund-exhausted/pro-rata", 5_000, haircut)
+    assert haircut.as_tuple().exponent == -36
+    assert codec.decode(codec.encode(decision), ShortfallDecision).haircut == D(15)
+    with pytest.raises(decimal.Inexact):  # 1e-19 would round: the codec refuses to decide that
+        codec.encode(replace(decision, haircut=D("1e-19")))
 
 
 @pytest.mark.parametrize(
