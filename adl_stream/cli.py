@@ -119,10 +119,10 @@ def _print_state(settings: Settings, state: dict) -> None:
     symbol = state.get("symbol")
     for title, queue in (symbol or {}).get("queues", {}).items():
         queue_table = table(f"{symbol['symbol']} ADL queue {title} (mark {symbol['mark']})",
-                            "rank", "account", "quantity", "free", "score", "notional")
+                            "rank", "light", "account", "quantity", "free", "score", "notional")
         for row in queue:
-            queue_table.add_row(str(row["rank"]), row["account_id"], row["quantity"], row["free"],
-                                f"{row['score']:.6g}", row["notional"])
+            queue_table.add_row(str(row["rank"]), str(row["light"] or "-"), row["account_id"], row["quantity"],
+                                row["free"], f"{row['score']:.6g}", row["notional"])
         console.print(queue_table)
 
 
@@ -171,7 +171,8 @@ def _simulate(args: argparse.Namespace) -> int:
     check_topics(settings)  # the broker answers and the topics exist (one warning per retry until then)
     start_ts = args.start_ts if args.start_ts is not None else int(time.time() * 1000)
     scenario = replace(_scenario(args), start_ts=start_ts, id_prefix=args.id_prefix)
-    simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking())
+    simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking(),
+                                indicator_interval_ms=settings.indicator_interval_ms)
     publisher = Publisher(publisher_config(settings), settings.topics, rate=args.rate)
     with Progress(transient=False) as progress:
         task = progress.add_task(f"publishing to {settings.bootstrap_servers}", total=None)

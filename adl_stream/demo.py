@@ -146,7 +146,8 @@ def run_demo(scenario: Scenario, output: Path, *, metrics_port: int = 0, partiti
 
 
 def _run(settings: Settings, scenario: Scenario, output: Path, console: Console) -> DemoReport:
-    simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking())
+    simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking(),
+                                indicator_interval_ms=settings.indicator_interval_ms)
     columns = (SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
     # The market is on the topics before the processor starts: records still being produced while

@@ -3,8 +3,9 @@
 Reads each changelog partition up to the group's committed offset exactly as a restore does
 (:mod:`.runtime.changelog`), rebuilds every settle asset's engine, and reports positions, funds and
 reservations per settle asset, and for a symbol its ADL queues: who would be deleveraged first
-against a bankrupt long (the shorts) and against a bankrupt short (the longs). Read-only: it joins
-no group and commits nothing.
+against a bankrupt long (the shorts) and against a bankrupt short (the longs), each position with
+the ADL indicator light last published for it (SPEC §3.6; it is state). Read-only: it joins no
+group and commits nothing.
 
 Its report is plain data: decimals exact without trailing zeros (``600``, not
 ``600.000000000000000000``), stream time in ISO 8601 (and in epoch milliseconds, for programs).
@@ -72,7 +73,8 @@ def report(settings: Settings, symbol: str | None = None, top: int = 10) -> dict
         if mark is not None:
             for bankrupt in ("LONG", "SHORT"):
                 out["symbol"]["queues"][f"against a bankrupt {bankrupt}"] = [
-                    {"rank": rank, "account_id": c.position.account_id, "quantity": plain_decimal(c.position.quantity),
+                    {"rank": rank, "light": abs(c.position.light) or None,  # as last published; None: not yet
+                     "account_id": c.position.account_id, "quantity": plain_decimal(c.position.quantity),
                      "free": plain_decimal(c.position.free), "score": c.score, "notional": plain_decimal(c.notional)}
                     for rank, c in enumerate(engine.adl_queue(symbol, bankrupt, top), start=1)]
     return out

@@ -1,6 +1,6 @@
 """A seeded, scripted market for the crash tests: balances, funds, two symbols' books built by
 trades, a mark-price crash, liquidation shortfalls (some fund-covered, most ADL), fund surpluses
-and ADL fills echoing some orders.
+and ADL fills echoing some orders; under any allocation policy, with ADL indicator lights if asked.
 
 The generator runs the pure engine beside itself: it emits only records the engine accepts, and
 what the engine outputs is the reference the processor must reproduce. Event times rise strictly,
@@ -10,10 +10,11 @@ so the processor's event-time merge must apply the records in exactly this order
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal as D
 
 from adl_stream.engine import (
+    AllocationPolicy,
     BalanceUpdate,
     Engine,
     Fill,
@@ -34,6 +35,7 @@ class Market:
     orders: list
     decisions: list
     engine: Engine
+    indicators: list = field(default_factory=list)
 
 
 def symbols_of(asset: str) -> dict[str, SymbolSpec]:
@@ -43,12 +45,13 @@ def symbols_of(asset: str) -> dict[str, SymbolSpec]:
 
 
 def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls: int = 60, asset: str = "USDT",
-             start: int = 1_000) -> Market:
+             start: int = 1_000, ranking: AllocationPolicy | None = None, indicator_interval_ms: int = 0) -> Market:
     """The market of ``asset``'s two symbols; ids of another asset than USDT start with ``<asset>-``,
-    and event times are ``start``, ``start + 10``, ..."""
+    and event times are ``start``, ``start + 10``, ... ``ranking`` and ``indicator_interval_ms``
+    are the engine's (the processor's settings must match)."""
     symbols = symbols_of(asset)
     rng = random.Random(seed)
-    engine = Engine(symbols)
+    engine = Engine(symbols, ranking=ranking, indicator_interval_ms=indicator_interval_ms)
     market = Market([], [], [], engine)
     clock = iter(range(start, 10**9, 10))
     prefix = "" if asset == "USDT" else f"{asset}-"
@@ -62,6 +65,7 @@ def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls:
         except Rejected:
             return False
         market.records.append(record)
+        market.indicators += outcome.indicators
         market.orders += outcome.orders
         if outcome.decision:
             market.decisions.append(outcome.decision)

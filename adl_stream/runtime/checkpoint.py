@@ -68,12 +68,15 @@ class Checkpoint:
             self._in_transaction = True
 
     def produce(self, topic: str, key: bytes | str | None, value: bytes | None, headers=None,
-                partition: int | None = None, mark: bool = False) -> None:
+                partition: int | None = None, mark: bool = False, timestamp: int | None = None) -> None:
         """Produce in the open batch; ``mark``: commit the offset after this record (its partition
-        must be given) as the group's offset of that partition."""
+        must be given) as the group's offset of that partition; ``timestamp``: the record's Kafka
+        timestamp in epoch ms (default: the producer's clock)."""
         self._begin()
         on_delivery = self._on_marked_delivery if mark else self._on_delivery
         extra = {} if partition is None else {"partition": partition}
+        if timestamp is not None:
+            extra["timestamp"] = timestamp
         while True:
             try:
                 self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)

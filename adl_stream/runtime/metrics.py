@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .. import __version__
 from ..engine import SymbolSpec
-from ..engine.records import OUTCOMES
+from ..engine.indicators import LIGHTS
+from ..engine.records import LONG, OUTCOMES, SHORT
 
 #: Latency buckets from half a millisecond to a minute (a backlog after a restart is minutes old).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -30,6 +31,9 @@ class ProcessorMetrics:
         self.orders = Counter("adl_orders", "ADL orders emitted.", ["symbol"], registry=r)
         self.adl_quantity = Counter("adl_quantity", "Quantity closed by ADL orders, in contracts.", ["symbol"], registry=r)
         self.adl_notional = Counter("adl_notional", "Notional of ADL orders (quantity x bankruptcy price), in the settle asset.", ["symbol"], registry=r)
+        self.haircut = Counter("adl_haircut", "What ADL orders cost their holders against the mark (decisions' haircuts above 0), in the settle asset.", ["symbol"], registry=r)
+        self.haircut_negative = Counter("adl_haircut_negative", "Decisions' haircuts below 0 (orders at a better price than the mark for their holders), as a positive amount.", ["symbol"], registry=r)
+        self.lights = Gauge("adl_indicator_positions", "Positions with free quantity per ADL indicator light (5: first in line) at the last indicator pass.", ["symbol", "side", "light"], registry=r)
         self.reservations_open = Gauge("adl_reservations_open", "ADL reservations waiting for their fill.", registry=r)
         self.event_to_output = Histogram("adl_event_to_output_seconds", "Event time of a shortfall to its decision and orders committed (wall clock).", ["symbol"], buckets=LATENCY_BUCKETS, registry=r)
         self.shortfall_processing = Histogram("adl_shortfall_processing_seconds", "Shortfall consumed to its decision and orders committed.", ["symbol"], buckets=LATENCY_BUCKETS, registry=r)
@@ -57,12 +61,21 @@ class ProcessorMetrics:
         for symbol in symbols:
             for outcome in OUTCOMES:
                 self.shortfalls.labels(symbol, outcome)
-            for counter in (self.orders, self.adl_quantity, self.adl_notional, self.unfilled_quantity,
-                            self.reservations_expired):
+            for counter in (self.orders, self.adl_quantity, self.adl_notional, self.haircut, self.haircut_negative,
+                            self.unfilled_quantity, self.reservations_expired):
                 counter.labels(symbol)
+        self.set_lights(symbols, {})
         for fund_id in sorted({spec.fund_id for spec in symbols.values()}):
             self.fund_floor.labels(fund_id).set(fund_floor)
             self.fund_balance.labels(fund_id)
+
+    def set_lights(self, symbols, counts: Mapping[tuple[str, str, int], int]) -> None:
+        """The lights gauge of ``symbols`` (every side and light) from ``counts``: positions per
+        (symbol, side, light), as ``Indicators.counts`` holds them after a pass; absent = 0."""
+        for symbol in symbols:
+            for side in (LONG, SHORT):
+                for light in LIGHTS:
+                    self.lights.labels(symbol, side, str(light)).set(counts.get((symbol, side, light), 0))
 
 
 class _QuietHandler(WSGIRequestHandler):

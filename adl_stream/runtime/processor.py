@@ -6,9 +6,12 @@ settle assets are grouped into tasks, one per partition of the changelog topic. 
 (subscribed to the changelog topic) hands each instance its tasks; a second consumer reads every
 input partition and routes each record to the engine of its settle asset, skipping the assets of
 tasks owned elsewhere. Per settle asset, records are merged across partitions in event-time order
-(:mod:`.merge`) and applied; their outputs are produced, and every ``batch_size`` records or
-``commit_interval_ms`` (whichever comes first) the :class:`Checkpoint` commits the outputs, the
-changed state entities and each task's input offsets (its commit marker) in one Kafka transaction.
+(:mod:`.merge`) and applied; their outputs are produced (ADL orders and decisions keyed by symbol,
+dead letters, and the ADL indicator lights of a pass keyed ``<symbol>:<account_id>`` with the
+pass's time as Kafka timestamp, a tombstone for a closed position), and every ``batch_size``
+records or ``commit_interval_ms`` (whichever comes first) the :class:`Checkpoint` commits the
+outputs, the changed state entities and each task's input offsets (its commit marker) in one Kafka
+transaction.
 
 On assignment a task is restored from its changelog partition up to the group's committed offset
 (:mod:`.changelog`), then its assets resume at the input offsets of the last marker. ``/readyz``
@@ -29,6 +32,7 @@ import structlog
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ..engine import (
+    AdlIndicator,
     BalanceUpdate,
     Engine,
     Fill,
@@ -84,6 +88,7 @@ class Domain:
     merger: EventTimeMerger
     offsets: Offsets = field(default_factory=dict)  # next input offset to apply, per partition
     committed: Offsets = field(default_factory=dict)  # offsets of the last marker written
+    lit: int = -1  # stream time // indicator_interval_ms when the lights gauge last showed this engine's pass
 
 
 @dataclass
@@ -280,7 +285,8 @@ class Processor:
     def _new_domain(self, asset: str) -> Domain:
         s = self.settings
         engine = Engine(self.topology.symbols_of(asset), trigger=s.trigger(), ranking=s.ranking(),
-                        reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms)
+                        reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms,
+                        indicator_interval_ms=s.indicator_interval_ms)
         return Domain(asset, engine, EventTimeMerger(self._priority, s.max_idle_ms))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -291,6 +297,10 @@ class Processor:
             self._commit()
         for tp in partitions:
             task = self.tasks.pop(tp.partition, None)
+            if task is not None:
+                for domain in task.domains.values():  # its lights are shown by the next owner
+                    self.metrics.set_lights(domain.engine.symbols, {})
+                    domain.lit = -1
             if task is not None and not self._failed:
                 self._suspended[tp.partition] = task
         self._reposition()
@@ -424,6 +434,11 @@ class Processor:
         for fund_id, balance in self.fund_balances().items():
             m.fund_balance.labels(fund_id).set(float(balance))
         m.reservations_open.set(sum(len(d.engine.reservations) for d in self.domains()))
+        if interval := self.settings.indicator_interval_ms:
+            for domain in self.domains():  # the lights of each engine's last indicator pass, once per pass
+                if domain.engine.stream_time // interval != domain.lit:
+                    domain.lit = domain.engine.stream_time // interval
+                    m.set_lights(domain.engine.symbols, domain.engine.indicators.counts)
         if self._decided:  # their decisions and orders are visible from now on
             now, wall = time.monotonic(), time.time()
             for symbol, consumed_at, ts in self._decided:
@@ -516,6 +531,9 @@ class Processor:
             m.reservations_expired.labels(reservation.position.symbol).inc()
             log.warning("reservation_expired", order_id=reservation.order_id,
                         account_id=reservation.position.account_id, quantity=reservation.quantity)
+        for light in outcome.indicators:  # a pass at an interval crossed: before this record's own effect
+            value = self.codec.encode(light) if isinstance(light, AdlIndicator) else None  # None: a tombstone
+            self.checkpoint.produce(topics.adl_indicators, light.key, value, timestamp=light.ts)
         for order in outcome.orders:
             self.checkpoint.produce(topics.adl_orders, order.symbol, self.codec.encode(order))
             m.orders.labels(order.symbol).inc()
@@ -525,6 +543,9 @@ class Processor:
         if decision is not None:
             self.checkpoint.produce(topics.adl_decisions, decision.symbol, self.codec.encode(decision))
             m.shortfalls.labels(decision.symbol, decision.outcome).inc()
+            if decision.haircut:  # a counter only rises: a haircut below 0 goes to its own
+                haircut = m.haircut if decision.haircut > 0 else m.haircut_negative
+                haircut.labels(decision.symbol).inc(abs(float(decision.haircut)))
             self._decided.append((decision.symbol, consumed_at, decision.ts))
             if decision.unfilled_quantity:
                 m.unfilled_quantity.labels(decision.symbol).inc(float(decision.unfilled_quantity))
@@ -532,7 +553,7 @@ class Processor:
                      bankrupt_account_id=decision.bankrupt_account_id, outcome=decision.outcome,
                      fund_covered=decision.fund_covered, adl_quantity=decision.adl_quantity,
                      unfilled_quantity=decision.unfilled_quantity, order_ids=list(decision.order_ids),
-                     fund_balance_after=decision.fund_balance_after)  # decimals written by logs.py
+                     haircut=decision.haircut, fund_balance_after=decision.fund_balance_after)  # decimals written by logs.py
 
     def _dead_letter(self, message, rejected: Rejected) -> None:
         topic = message.topic()

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 
 from confluent_kafka import TopicPartition
 
-from ..engine import AdlOrder, ShortfallDecision
+from ..engine import AdlIndicator, AdlOrder, ShortfallDecision
 from ..readable import plain
 from .config import Settings, Topics
 
@@ -75,13 +75,16 @@ class PrintingCheckpoint:
     def __init__(self, stream, codec, topics: Topics) -> None:
         self._stream = stream
         self._codec = codec
-        self._types = {topics.adl_orders: AdlOrder, topics.adl_decisions: ShortfallDecision}
+        self._types = {topics.adl_orders: AdlOrder, topics.adl_decisions: ShortfallDecision,
+                       topics.adl_indicators: AdlIndicator}
         self._topics = topics
         self.pending = 0
         self.committed_marks: dict = {}
 
-    def produce(self, topic: str, key, value: bytes, headers=None) -> None:
-        if topic in self._types:
+    def produce(self, topic: str, key, value: bytes | None, headers=None, timestamp: int | None = None) -> None:
+        if value is None:  # a tombstone (adl-indicators: the position closed)
+            line = {"topic": topic, "key": key, "record": None, "ts": timestamp}
+        elif topic in self._types:
             record = self._codec.decode(value, self._types[topic])
             line = {"topic": topic, "record": type(record).__name__, **asdict(record)}
         else:

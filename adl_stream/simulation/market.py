@@ -120,12 +120,15 @@ class Tape:
 
 class MarketSimulator:
     def __init__(self, scenario: Scenario, symbols: Mapping[str, SymbolSpec] | None = None, *,
-                 trigger: TriggerPolicy | None = None, ranking: RankingPolicy | None = None) -> None:
-        """``trigger``/``ranking`` must be the processor's, for the ADL echoes to match its orders."""
+                 trigger: TriggerPolicy | None = None, ranking: RankingPolicy | None = None,
+                 indicator_interval_ms: int = 0) -> None:
+        """``trigger``/``ranking`` must be the processor's, for the ADL echoes to match its orders;
+        ``indicator_interval_ms`` too, for its engine to hold the processor's state (lights included)."""
         self.scenario = scenario
         self.fund_seed = scenario.fund_seed if scenario.fund_seed is not None else Decimal(50 * scenario.accounts)
         self.symbols = dict(symbols or default_symbols())
-        self.engine = Engine(self.symbols, trigger=trigger or FundExhausted(), ranking=ranking or PnlLeverage())
+        self.engine = Engine(self.symbols, trigger=trigger or FundExhausted(), ranking=ranking or PnlLeverage(),
+                             indicator_interval_ms=indicator_interval_ms)
         self.tape = Tape(marks={s: [] for s in self.symbols},
                          fund_path={f: [] for f in sorted({s.fund_id for s in self.symbols.values()})})
         self._rng = random.Random(scenario.seed)

@@ -19,8 +19,8 @@ from io import BytesIO
 import fastavro
 
 from ..engine import records
-from ..engine.indicators import AdlIndicator
 from ..engine.errors import Rejected
+from ..engine.indicators import AdlIndicator
 from ..engine.numbers import WIRE_LIMIT, WIRE_SCALE, to_wire
 from .schemas import Schema, load_schemas
 

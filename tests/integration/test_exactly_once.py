@@ -12,7 +12,7 @@ import structlog
 from confluent_kafka import Producer
 
 from adl_stream.embedded import free_port
-from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.engine import AdlIndicator, AdlOrder, IndicatorCleared, ShortfallDecision
 from adl_stream.runtime.processor import EXIT_FENCED
 from adl_stream.wire import Codec
 from tests import scenarios as sc
@@ -47,15 +47,6 @@ def test_a_second_instance_with_the_same_transactional_id_fences_the_first(setti
     assert [Codec().decode(m.value(), ShortfallDecision).event_id for m in decisions] == []
 
 
-def _outputs(settings, topic, cls, distinct: int):
-    """Every copy of every output record: id -> list of raw values (read_committed)."""
-    id_field = "order_id" if cls is AdlOrder else "event_id"
-    copies: dict[str, list[bytes]] = {}
-    for message in read_topic(settings, topic, distinct, timeout=60, identity=lambda m: m.value()):
-        copies.setdefault(getattr(CODEC.decode(message.value(), cls), id_field), []).append(message.value())
-    return copies
-
-
 def _position(port: int) -> float:
     """Where the instance on ``port`` is in the input: the input offsets it has committed (restored,
     then each commit's), from its metrics; 0 until it serves."""
@@ -73,19 +64,64 @@ def _wait_for_position(port: int, target: int, timeout: float = 60.0) -> int:
     return int(position)
 
 
-def _check_against_reference(copies, reference, id_field):
-    """Every reference record present, byte-identical, no extra id; returns exact re-deliveries."""
-    expected = {getattr(r, id_field): CODEC.encode(r) for r in reference}
-    assert set(copies) == set(expected), "missing or extra output ids"
-    for id_, values in copies.items():
-        assert set(values) == {expected[id_]}, f"{id_} was emitted with different content"
-    return sum(len(values) - 1 for values in copies.values())
+#: How each output topic's records are told apart: an id no two records of an uninterrupted run
+#: share. An indicator's is its key and its pass's time (the record's Kafka timestamp): a tombstone
+#: has no value to read it from.
+IDENTITY = {
+    "adl_orders": lambda m: CODEC.decode(m.value(), AdlOrder).order_id,
+    "adl_decisions": lambda m: CODEC.decode(m.value(), ShortfallDecision).event_id,
+    "adl_indicators": lambda m: (m.key().decode(), m.timestamp()[1]),
+}
 
 
+def _reference(market) -> dict[str, dict]:
+    """Per output topic (its setting), the reference's records by id: their bytes (None: a tombstone)."""
+    reference = {
+        "adl_orders": {o.order_id: CODEC.encode(o) for o in market.orders},
+        "adl_decisions": {d.event_id: CODEC.encode(d) for d in market.decisions},
+        "adl_indicators": {(r.key, r.ts): CODEC.encode(r) if isinstance(r, AdlIndicator) else None
+                           for r in market.indicators},
+    }
+    assert len(reference["adl_indicators"]) == len(market.indicators)  # the ids are ids
+    return reference
+
+
+def _check_outputs(settings, reference) -> int:
+    """Every reference record on the output topics of ``settings`` (read_committed), byte-identical
+    and under the same id, none extra; returns the exact re-deliveries seen."""
+    redelivered = 0
+    for name, expected in reference.items():
+        identify, copies = IDENTITY[name], {}
+        for message in read_topic(settings, getattr(settings.topics, name), len(expected), timeout=60,
+                                  identity=identify):
+            copies.setdefault(identify(message), []).append(message.value())
+        assert set(copies) == set(expected), f"{name}: missing or extra output ids"
+        for id_, values in copies.items():
+            assert set(values) == {expected[id_]}, f"{name}: {id_} was emitted with different content"
+        redelivered += sum(len(values) - 1 for values in copies.values())
+    return redelivered
+
+
+def _lights(engine):
+    """The lights state: the last light published per position, the tombstones due."""
+    return {(p.symbol, p.account_id): p.light for p in engine.book}, set(engine.indicators.unlit)
+
+
+@pytest.mark.parametrize("ranking_policy, indicator_interval_ms, size, kills", [
+    # The default queue: 3,799 records, 60 shortfalls; an indicator pass every 5 s of event time (4).
+    ("pnl-leverage", 5_000, {"trades": 3000}, 5),
+    # Every ADL spread over the whole side: 1,515 records, 20 shortfalls (8 to ADL, 219 orders); a
+    # pass every second (9), tombstones of positions the ADL fills closed. Fewer kills: each costs
+    # ~12 s (the dead member's session times out, the successor starts and fences it).
+    ("pro-rata", 1_000, {"trades": 1000, "shortfalls": 20, "accounts": 60}, 3),
+])
 def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted_run(
-        broker, settings, start_processor, tmp_path):
-    market = generate(seed=11, trades=3000)
-    assert len(market.decisions) >= 50 and len(market.records) > 2000
+        broker, settings, start_processor, tmp_path, ranking_policy, indicator_interval_ms, size, kills):
+    settings = replace(settings, ranking_policy=ranking_policy, indicator_interval_ms=indicator_interval_ms)
+    market = generate(seed=11, **size, ranking=settings.ranking(), indicator_interval_ms=indicator_interval_ms)
+    assert len(market.decisions) >= 20 and len(market.orders) > 30 and len(market.indicators) > 100
+    assert any(isinstance(r, IndicatorCleared) for r in market.indicators)  # positions closed by ADL fills
+    reference = _reference(market)
     Feed(settings).send(*market.records)
 
     # 1. Uninterrupted, in-process, into its own group and output topics over the same inputs.
@@ -94,18 +130,16 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
     broker.create_topics(straight.topics.outputs(), PARTITIONS)
     running = start_processor(straight)
     running.wait_handled(len(market.records))
-    straight_decisions = _outputs(straight, straight.topics.adl_decisions, ShortfallDecision, len(market.decisions))
-    assert _check_against_reference(straight_decisions, market.decisions, "event_id") == 0
-    assert _check_against_reference(_outputs(straight, straight.topics.adl_orders, AdlOrder, len(market.orders)),
-                                    market.orders, "order_id") == 0
+    assert _check_outputs(straight, reference) == 0
     assert running.close() == 0
 
     # 2. The same inputs through `adl-stream run`, killed with SIGKILL at random points, restarted.
-    config = write_config(settings, tmp_path / "adl.toml", batch_size=10, max_idle_ms=1000)
+    config = write_config(settings, tmp_path / "adl.toml", batch_size=10, max_idle_ms=1000,
+                          ranking_policy=ranking_policy, indicator_interval_ms=indicator_interval_ms)
     rng = random.Random(3)
     total = len(market.records)
-    targets = sorted(rng.sample(range(total // 20, total * 8 // 10), 5))  # random points in the stream
-    kills, progress = 0, []
+    targets = sorted(rng.sample(range(total // 20, total * 8 // 10), kills))  # random points in the stream
+    progress = []
     for target in targets:
         port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config,
@@ -114,18 +148,14 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
         progress.append(_wait_for_position(port, target))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        kills += 1
     process = subprocess.Popen([sys.executable, "-m", "adl_stream.cli", "run", "--config", config,
                                 "--metrics-port", "0", "--log-format", "json"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        decisions = _outputs(settings, settings.topics.adl_decisions, ShortfallDecision, len(market.decisions))
-        orders = _outputs(settings, settings.topics.adl_orders, AdlOrder, len(market.orders))
+        redelivered = _check_outputs(settings, reference)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
-    redelivered = _check_against_reference(decisions, market.decisions, "event_id")
-    redelivered += _check_against_reference(orders, market.orders, "order_id")
     # On Apache Kafka a read_committed reader sees no copy twice. Tansu also shows records of
     # aborted transactions (README): those copies must be exact, and are counted here.
     print(f"kills={kills} input position at each kill={progress}/{total} "
@@ -134,5 +164,7 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
 
     # 3. The state restored from the changelog equals the reference state.
     restored = start_processor(settings)
-    assert restored.processor.domain("USDT").engine.snapshot() == market.engine.snapshot()
+    engine = restored.processor.domain("USDT").engine
+    assert engine.snapshot() == market.engine.snapshot()
+    assert _lights(engine) == _lights(market.engine)
     assert restored.close() == 0
