@@ -16,7 +16,7 @@ from adl_stream.engine import AdlIndicator, AdlOrder, IndicatorCleared, Shortfal
 from adl_stream.runtime.processor import EXIT_FENCED
 from adl_stream.wire import Codec
 from tests import scenarios as sc
-from tests.conftest import PARTITIONS, Feed, read_topic, wait_for, write_config
+from tests.conftest import PARTITIONS, Feed, metric, read_topic, wait_for, write_config
 from tests.integration.test_cli import http
 from tests.market import generate
 
@@ -131,6 +131,9 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
     running = start_processor(straight)
     running.wait_handled(len(market.records))
     assert _check_outputs(straight, reference) == 0
+    for counter, sign in (("adl_haircut_total", 1), ("adl_haircut_negative_total", -1)):  # counters only rise
+        assert metric(running.processor, counter) == pytest.approx(
+            sum(float(sign * d.haircut) for d in market.decisions if sign * d.haircut > 0))
     assert running.close() == 0
 
     # 2. The same inputs through `adl-stream run`, killed with SIGKILL at random points, restarted.

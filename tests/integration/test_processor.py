@@ -60,6 +60,9 @@ def test_hand_computed_scenario_order_by_order(settings, start_processor):
     assert metric(p, "adl_insurance_fund_balance", fund_id="USDT") == 600
     assert metric(p, "adl_insurance_fund_floor", fund_id="USDT") == 0  # fund-exhausted
     assert metric(p, "adl_notional_total", symbol="BTCUSDT") == 5 * 95 + 9 * 93
+    # The shorts buy back above the mark 90: E2's 5 at 95, E3's 9 at 93 (SPEC §3.5).
+    assert metric(p, "adl_haircut_total", symbol="BTCUSDT") == 5 * (95 - 90) + 9 * (93 - 90)
+    assert metric(p, "adl_haircut_negative_total") == 0
     assert metric(p, "adl_reservations_open") == 6  # E3's three orders, both sides, unfilled
     for histogram in ("adl_shortfall_processing_seconds", "adl_event_to_output_seconds"):
         assert metric(p, histogram + "_count", symbol="BTCUSDT") == 4  # observed at commit, once each

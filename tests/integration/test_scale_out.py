@@ -4,9 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from adl_stream.engine import AdlOrder, ShortfallDecision
 from tests.conftest import Feed, metric, wait_for
-from tests.integration.test_exactly_once import _check_against_reference, _outputs
+from tests.integration.test_exactly_once import _check_outputs, _lights, _reference
 from tests.market import generate, symbols_of
 
 pytestmark = pytest.mark.integration
@@ -17,11 +16,12 @@ def _owned(running) -> set[str]:
 
 
 def test_two_instances_split_the_settle_assets_and_hand_over_without_loss_or_repeat(settings, start_processor):
-    usdt = generate(seed=11, trades=1600, shortfalls=30)
-    usdc = generate(seed=5, trades=1600, shortfalls=30, asset="USDC", start=1_005)
+    usdt = generate(seed=11, trades=1600, shortfalls=30, indicator_interval_ms=2_000)
+    usdc = generate(seed=5, trades=1600, shortfalls=30, asset="USDC", start=1_005, indicator_interval_ms=2_000)
     records = sorted(usdt.records + usdc.records, key=lambda r: r.ts)
     # Two tasks: USDT hashes to task 1, USDC (and the unrouted records) to task 0.
-    s = replace(settings, symbols={**symbols_of("USDT"), **symbols_of("USDC")}, state_partitions=2, max_idle_ms=1000)
+    s = replace(settings, symbols={**symbols_of("USDT"), **symbols_of("USDC")}, state_partitions=2, max_idle_ms=1000,
+                indicator_interval_ms=2_000)
     feed, third = Feed(s), len(records) // 3
 
     a = start_processor(replace(s, instance_id="a"))
@@ -46,13 +46,13 @@ def test_two_instances_split_the_settle_assets_and_hand_over_without_loss_or_rep
     assert metric(a.processor, "adl_restore_events_total", topic=a.processor.changelog) > 0  # B's work
     feed.send(*records[2 * third:])
 
-    decisions = _outputs(s, s.topics.adl_decisions, ShortfallDecision, len(usdt.decisions) + len(usdc.decisions))
-    orders = _outputs(s, s.topics.adl_orders, AdlOrder, len(usdt.orders) + len(usdc.orders))
-    # Every decision and order of the single-engine references, byte for byte, and none twice: each
-    # revocation committed, so no transaction was left to abort and replay.
-    assert _check_against_reference(decisions, usdt.decisions + usdc.decisions, "event_id") == 0
-    assert _check_against_reference(orders, usdt.orders + usdc.orders, "order_id") == 0
+    # Every decision, order and light of the single-engine references, byte for byte, and none twice:
+    # each revocation committed, so no transaction was left to abort and replay.
+    references = _reference(usdt), _reference(usdc)
+    assert all(reference["adl_indicators"] for reference in references)  # lights of both, across the hand-overs
+    assert _check_outputs(s, {name: {**references[0][name], **references[1][name]} for name in references[0]}) == 0
     assert metric(a.processor, "adl_transactions_total", result="aborted") == 0
-    assert a.processor.domain("USDT").engine.snapshot() == usdt.engine.snapshot()
-    assert a.processor.domain("USDC").engine.snapshot() == usdc.engine.snapshot()
+    for asset, market in (("USDT", usdt), ("USDC", usdc)):
+        engine = a.processor.domain(asset).engine
+        assert engine.snapshot() == market.engine.snapshot() and _lights(engine) == _lights(market.engine)
     assert a.close() == 0
