@@ -115,13 +115,17 @@ class DemoReport:
 #: the production default (100 ms) after the others'. Waiting longer keeps the processing order the
 #: event-time order, so the decisions equal the simulator's prediction.
 DEMO_MAX_IDLE_MS = 2_000
+#: The crash spans about two minutes of event time: an ADL indicator pass every 10 s (12 passes)
+#: shows the lights move on the dashboard, where the production default (30 s) would pass 4 times.
+DEMO_INDICATOR_INTERVAL_MS = 10_000
 
 
 def demo_settings(bootstrap: str, metrics_port: int, prefix: str = "") -> Settings:
     topics = Topics(**{name: f"{prefix}{getattr(Topics, name)}" for name in Topics.__dataclass_fields__})
     return Settings(bootstrap_servers=bootstrap, group_id=f"{prefix}adl-demo", metrics_host="127.0.0.1",
                     metrics_port=metrics_port, poll_timeout_ms=50, topics=topics, symbols=default_symbols(),
-                    kafka=dict(FAST_GROUP_JOIN), log_format="json", max_idle_ms=DEMO_MAX_IDLE_MS)
+                    kafka=dict(FAST_GROUP_JOIN), log_format="json", max_idle_ms=DEMO_MAX_IDLE_MS,
+                    indicator_interval_ms=DEMO_INDICATOR_INTERVAL_MS)
 
 
 def run_demo(scenario: Scenario, output: Path, *, metrics_port: int = 0, partitions: int = 3,

@@ -47,7 +47,8 @@ class Topics:
     adl_decisions: str = "adl-decisions"
     adl_dlq: str = "adl-dlq"
     adl_indicators: str = "adl-indicators"
-    """Compacted, keyed ``<symbol>:<account_id>`` (SPEC §2); created and checked, not yet written."""
+    """Compacted, keyed ``<symbol>:<account_id>`` (SPEC §2): the ADL indicator lights, a tombstone
+    for a closed position."""
 
     def inputs(self) -> tuple[str, ...]:
         return (self.fills, self.mark_prices, self.balances, self.insurance_fund, self.liquidation_shortfalls)

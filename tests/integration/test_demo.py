@@ -20,6 +20,7 @@ from adl_stream.simulation.market import MarketSimulator, Scenario, default_symb
 from adl_stream.simulation.publish import Publisher
 from adl_stream.wire import Codec
 from tests.conftest import metric, wait_for
+from tests.integration.test_exactly_once import _lights
 from tests.invariants import check_spec_invariants
 from tests.test_demo_output import check_page_against_summary
 
@@ -37,12 +38,14 @@ def test_the_processor_decides_the_simulated_crash_as_predicted_and_within_spec(
     # Waiting up to 2 s for a lagging partition (not 100 ms): the publisher shares this process's
     # two cores with the processor, and a partition behind by more than max_idle_ms is overtaken.
     settings = replace(settings, symbols=default_symbols(), max_idle_ms=2000)
-    simulator = MarketSimulator(Scenario(seed=5, accounts=400))
+    simulator = MarketSimulator(Scenario(seed=5, accounts=400), indicator_interval_ms=settings.indicator_interval_ms)
     records = list(simulator.records())
     running = start_processor(settings)
     Publisher({"bootstrap.servers": settings.bootstrap_servers}, settings.topics).send_all(records)
     wait_for(lambda: running.handled() >= len(records), 120, "every simulated record handled")
     assert metric(running.processor, "adl_dead_letters_total") == 0
+    lit = _lights(running.processor.domain("USDT").engine)
+    assert lit == _lights(simulator.engine) and any(lit[0].values())  # the simulator holds the lights too
     assert running.close() == 0
 
     decisions, orders = outputs(settings)
@@ -64,7 +67,7 @@ def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, setti
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
 
-    from adl_stream.demo import demo_settings
+    from adl_stream.demo import DEMO_INDICATOR_INTERVAL_MS, demo_settings
     demo = replace(demo_settings(broker.bootstrap, 0, prefix), kafka=settings.kafka)
     decisions, orders = outputs(demo)
     assert summary["shortfalls"] == len({d.event_id for d in decisions}) > 0
@@ -89,6 +92,8 @@ def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, setti
         first_adl = min((d.ts for d in decisions if d.fund_id == fund_id and d.outcome != "FUND_COVERED"), default=None)
         assert row["exhausted_at"] == iso_time(first_adl) and row["settle_asset"] == "USDT"
     assert any(row["exhausted_at"] for row in summary["funds"].values())
+    passes = {m.timestamp()[1] for m in read_to_end(demo, demo.topics.adl_indicators)}  # the demo's interval
+    assert len(passes) > 4 and all(ts % DEMO_INDICATOR_INTERVAL_MS == 0 for ts in passes)
 
 
 def test_demo_on_its_embedded_broker_writes_its_picture_and_leaves_nothing_running(tmp_path):
