@@ -88,7 +88,7 @@ class Domain:
     merger: EventTimeMerger
     offsets: Offsets = field(default_factory=dict)  # next input offset to apply, per partition
     committed: Offsets = field(default_factory=dict)  # offsets of the last marker written
-    lit: int = -1  # stream time // indicator_interval_ms when the lights gauge last showed this engine's pass
+    lit: int = -1  # stream time // indicator_interval_ms when the lights gauge was last set from it
 
 
 @dataclass
@@ -434,17 +434,21 @@ class Processor:
         for fund_id, balance in self.fund_balances().items():
             m.fund_balance.labels(fund_id).set(float(balance))
         m.reservations_open.set(sum(len(d.engine.reservations) for d in self.domains()))
-        if interval := self.settings.indicator_interval_ms:
-            for domain in self.domains():  # the lights of each engine's last indicator pass, once per pass
-                if domain.engine.stream_time // interval != domain.lit:
-                    domain.lit = domain.engine.stream_time // interval
-                    m.set_lights(domain.engine.symbols, domain.engine.indicators.counts)
+        self._show_lights()
         if self._decided:  # their decisions and orders are visible from now on
             now, wall = time.monotonic(), time.time()
             for symbol, consumed_at, ts in self._decided:
                 m.shortfall_processing.labels(symbol).observe(now - consumed_at)
                 m.event_to_output.labels(symbol).observe(max(0.0, wall - ts / 1000))
             self._decided.clear()
+
+    def _show_lights(self) -> None:
+        """The lights gauge of every engine that made an indicator pass since it was last set."""
+        interval = self.settings.indicator_interval_ms
+        for domain in self.domains() if interval else ():
+            if domain.engine.stream_time // interval != domain.lit:
+                domain.lit = domain.engine.stream_time // interval
+                self.metrics.set_lights(domain.engine.symbols, domain.engine.indicators.counts)
 
     def _write_changelog(self) -> None:
         """Produce, per owned task, the entities changed and its commit marker (when anything moved)."""
@@ -553,7 +557,8 @@ class Processor:
                      bankrupt_account_id=decision.bankrupt_account_id, outcome=decision.outcome,
                      fund_covered=decision.fund_covered, adl_quantity=decision.adl_quantity,
                      unfilled_quantity=decision.unfilled_quantity, order_ids=list(decision.order_ids),
-                     haircut=decision.haircut, fund_balance_after=decision.fund_balance_after)  # decimals written by logs.py
+                     haircut=decision.haircut,
+                     fund_balance_after=decision.fund_balance_after)  # decimals written by logs.py
 
     def _dead_letter(self, message, rejected: Rejected) -> None:
         topic = message.topic()

@@ -34,6 +34,7 @@ from adl_stream.cli import _print_state
 from adl_stream.engine import AdlIndicator, BalanceUpdate, Fill, MarkPrice
 from adl_stream.wire import Codec
 from tests.conftest import Feed, metric, read_topic, wait_for, write_config
+from tests.integration.test_processor import run_scenario
 
 pytestmark = pytest.mark.integration
 CODEC = Codec()
@@ -51,7 +52,7 @@ BOOK += [fill(i, a, side, q, p, 2_000) for i, (a, side, q, p) in enumerate(
     (("Z", "SELL", 1, 100), ("P", "SELL", 2, 100), ("Q", "SELL", 1, 100), ("T", "SELL", 3, 100),
      ("R", "SELL", 1, 80), ("L1", "BUY", 5, 100), ("L2", "BUY", 3, 95)))]
 BOOK += [MarkPrice("BTCUSDT", D(90), 3_000)]
-#: Sent one after the other, each once the one before is handled (so event time orders them).
+#: Sent one after the other (so that event time orders them).
 STAGES = [BOOK, [MarkPrice("BTCUSDT", D(90), 10_000)], [fill(9, "Q", "BUY", 1, 90, 12_000)],
           [MarkPrice("BTCUSDT", D(90), 20_000)], [MarkPrice("BTCUSDT", D(90), 30_000)]]
 
@@ -86,11 +87,7 @@ def check_per_account(records: dict[str, list]) -> None:
 def test_lights_of_a_hand_computed_book_record_by_record(settings, start_processor, tmp_path, capsys):
     settings = replace(settings, indicator_interval_ms=INTERVAL)
     running = start_processor(settings)
-    feed, handled = Feed(settings), 0
-    for stage in STAGES:
-        feed.send(*stage)
-        handled += len(stage)
-        running.wait_handled(handled)
+    run_scenario(Feed(settings), running, STAGES)
 
     messages = read_topic(settings, settings.topics.adl_indicators, RECORDS, settle=1.0)
     assert len(messages) == RECORDS  # the pass at 30 s changed nothing: no record

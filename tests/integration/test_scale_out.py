@@ -39,6 +39,10 @@ def test_two_instances_split_the_settle_assets_and_hand_over_without_loss_or_rep
     feed.send(*records[third:2 * third])
     wait_for(lambda: a.handled() + b.handled() >= 2 * third, 30, "both instances to process their part")
     assert b.handled() > 0 and a.handled() > third
+    # The lights of the moved asset's symbols: on B's gauge from its passes on, 0 on A's (a sum counts once).
+    lights = lambda running: metric(running.processor, "adl_indicator_positions", symbol=f"BTC{moved}")
+    wait_for(lambda: lights(b) > 0, 10, f"B's lights of BTC{moved}")
+    assert lights(a) == 0
 
     # B stops: it commits, leaves the group, and A takes its task back, restored from the changelog.
     assert b.close() == 0
