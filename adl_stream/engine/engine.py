@@ -88,6 +88,7 @@ class Engine:
         self.seen = SeenIds(dedup_window_ms)
         self.indicators = Indicators(indicator_interval_ms)
         self.stream_time = -1
+        self._advanced: Outcome | None = None
         self.changed: set[tuple[str, ...]] = set()
         """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
         self._shortfalls = ShortfallContext(
@@ -118,7 +119,12 @@ class Engine:
         if handler is None:
             raise TypeError(f"not an input record: {type(record).__name__}")
         with decimal.localcontext(EXACT):
-            return handler(record)
+            self._advanced = None
+            try:
+                return handler(record)
+            except Rejected as rejected:  # stream time may have moved first: that stays, and is told
+                rejected.outcome = self._advanced
+                raise
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class Engine:
 
     def _advance(self, ts: int, outcome: Outcome) -> None:
         if ts > self.stream_time:
+            self._advanced = outcome
             changed = self.changed
             crossed = self.indicators.due(self.stream_time, ts)
             self.stream_time = ts

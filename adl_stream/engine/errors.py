@@ -13,3 +13,7 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.outcome = None
+        """What moving stream time to the record's time did before it was rejected (reservations
+        expired, indicator lights published): an :class:`~adl_stream.engine.engine.Outcome` to emit
+        all the same, or None."""

@@ -43,6 +43,12 @@ def prorate(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
     )
 
 
+def rounded_to_wire(value: Decimal) -> Decimal:
+    """``value`` rounded half-even to the wire scale: for a figure that is a product of wire values
+    and only reported (a decision's total haircut), never for a quantity or a balance."""
+    return value.quantize(Decimal(1).scaleb(-WIRE_SCALE), context=_ROUNDING)
+
+
 def to_wire(value: Decimal) -> Decimal:
     """Express ``value`` at the wire scale; raises ``decimal.Inexact`` if that would round."""
     return value.quantize(Decimal(1).scaleb(-WIRE_SCALE), context=EXACT)

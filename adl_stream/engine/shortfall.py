@@ -16,7 +16,7 @@ from decimal import Decimal
 from .errors import Rejected
 from .funds import FundLedger, TriggerPolicy
 from .index import RankingIndex
-from .numbers import ZERO
+from .numbers import ZERO, rounded_to_wire
 from .positions import PositionBook
 from .allocation import AllocationPolicy, Request
 from .allocation.base import FINEST_LOT
@@ -142,4 +142,4 @@ def decide(
         left -= take
         haircut += take * request.haircut_per_unit
     outcome = ADL_PARTIAL if left > ZERO else ADL_FULL
-    return orders, decision(outcome, ZERO, shortfall.quantity - left, left, orders, balance, haircut)
+    return orders, decision(outcome, ZERO, shortfall.quantity - left, left, orders, balance, rounded_to_wire(haircut))

@@ -519,6 +519,8 @@ class Processor:
             outcome = self.apply_record(domain.engine, record)
         except Rejected as rejected:
             if live:
+                if rejected.outcome is not None:  # what its time did before it was refused
+                    self._emit(topic, rejected.outcome, consumed_at)
                 self._dead_letter(message, rejected)
             return
         if not live:  # replay: below the start, records only build state

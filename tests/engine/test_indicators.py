@@ -65,3 +65,26 @@ def test_off_by_default_and_restored_lights_publish_only_changes():
     assert published == original.apply(nxt).indicators
     assert IndicatorCleared("BTCUSDT", "S1", 2 * INTERVAL) in published  # the tombstone survived the restore
     assert sum(isinstance(r, AdlIndicator) for r in published) == 3  # S2..S4 moved up; the rest kept theirs
+
+
+def test_a_record_refused_after_its_time_crossed_an_interval_still_hands_over_the_lights():
+    """Stream time moves (and the pass runs) before a shortfall's position is checked: the refusal
+    carries that outcome, so the lights now in state are published all the same."""
+    from adl_stream.engine import LiquidationShortfall, Rejected
+
+    engine = Engine(SYMBOLS, indicator_interval_ms=INTERVAL)
+    book(engine)
+    unknown = LiquidationShortfall("e1", "NOBODY", "BTCUSDT", "LONG", D(1), D(95), D(1), INTERVAL)
+    try:
+        engine.apply(unknown)
+    except Rejected as rejected:
+        assert rejected.reason == "unknown_position"
+        published = rejected.outcome.indicators
+    else:
+        raise AssertionError("the shortfall of an unknown position was accepted")
+    assert len(published) == 6 and {p.account_id for p in published} == {"S0", "S1", "S2", "S3", "S4", "L"}
+    assert engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL)).indicators == []  # nothing left unpublished
+    try:  # a refusal that moved no time carries nothing
+        engine.apply(LiquidationShortfall("e2", "NOBODY", "BTCUSDT", "LONG", D(1), D(95), D(1), 2 * INTERVAL))
+    except Rejected as rejected:
+        assert rejected.outcome is None
