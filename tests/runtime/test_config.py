@@ -138,3 +138,27 @@ def test_a_kafka_table_inside_kafka_is_refused_with_the_reason(config):
     with pytest.raises(ConfigError) as info:
         load_settings(config(BASE + '[kafka.consumer]\n"session.timeout.ms" = "6000"\n'), env={})
     assert info.value.setting == "kafka.consumer" and "goes to the clients (consumer, producer) that know it" in str(info.value)
+
+
+def test_policy_settings_build_their_policies_and_refuse_what_is_incomplete(config):
+    from adl_stream.engine import Drawdown
+    from adl_stream.engine.allocation import MinMaxLeverage, PnlProRata
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(config('trigger_policy = "drawdown"\n' + BASE), env={})
+    assert info.value.setting == "drawdown_pct" and "needs drawdown_pct" in str(info.value)
+    for bad in ('"0"', '"100"', '"-5"'):
+        with pytest.raises(ConfigError) as info:
+            load_settings(config(f'trigger_policy = "drawdown"\ndrawdown_pct = {bad}\n' + BASE), env={})
+        assert info.value.setting == "drawdown_pct" and "above 0 and below 100" in str(info.value)
+    settings = load_settings(config('trigger_policy = "drawdown"\ndrawdown_pct = "30"\n' + BASE), env={})
+    assert settings.trigger() == Drawdown(D(30), 28_800_000)
+    settings = load_settings(config('ranking_policy = "pnl-pro-rata"\nhaircut_cap = "0.5"\n' + BASE), env={})
+    assert settings.ranking() == PnlProRata(D("0.5"))
+    assert load_settings(config(BASE), env={"ADL_RANKING_POLICY": "min-max-leverage"}).ranking() == MinMaxLeverage()
+    with pytest.raises(ConfigError) as info:
+        load_settings(config('ranking_policy = "queue"\n' + BASE), env={})
+    assert info.value.setting == "ranking_policy" and "pro-rata" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config('haircut_cap = "0"\n' + BASE), env={})
+    assert info.value.setting == "haircut_cap"
