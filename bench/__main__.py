@@ -51,6 +51,12 @@ def main(argv=None) -> int:
         with console.status("decision latency ..."):
             results["decision"] = decision.run(args.positions, samples)
         table(console, "ADL decision latency (pure engine)", results["decision"])
+        with console.status("decision latency per allocation policy ..."):
+            results["policies"] = decision.policies([n for n in args.positions if n <= 100_000], 100)
+        table(console, "ADL decision latency per allocation policy", results["policies"])
+        with console.status("ADL indicator passes ..."):
+            results["indicators"] = decision.indicator_passes([n for n in args.positions if n >= 100_000])
+        table(console, "ADL indicator pass over the whole book", results["indicators"])
 
     if args.only in (None, "pipeline"):
         with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:

@@ -33,14 +33,15 @@ from adl_stream.engine import (
     SymbolSpec,
 )
 from adl_stream.engine.funds import FundExhausted
-from adl_stream.engine.allocation import PnlLeverage
+from adl_stream.engine.allocation import ALLOCATION_POLICIES, PnlLeverage
 
 from .report import percentiles, rss_bytes
 
 SYMBOL = "BTCUSDT"
 OTHERS = ("ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT")
 START_TS = 1_795_996_800_000
-SPECS = {s: SymbolSpec(s, "USDT", "USDT", None, None) for s in (SYMBOL, *OTHERS)}
+SPECS = {s: SymbolSpec(s, "USDT", "USDT", Decimal("0.001") if s == SYMBOL else None, None)
+         for s in (SYMBOL, *OTHERS)}
 PRICES = {SYMBOL: 90_000, "ETHUSDT": 3_000, "SOLUSDT": 150, "XRPUSDT": 2, "DOGEUSDT": 1}
 TRADES_BETWEEN = 10
 
@@ -48,9 +49,9 @@ TRADES_BETWEEN = 10
 class Book:
     """An engine holding the cross-margin book, and the clock and ids that move it."""
 
-    def __init__(self, n: int, seed: int = 1) -> None:
+    def __init__(self, n: int, seed: int = 1, policy=None) -> None:
         self.rng = rng = random.Random(seed)
-        self.engine = engine = Engine(SPECS, trigger=FundExhausted(), ranking=PnlLeverage(),
+        self.engine = engine = Engine(SPECS, trigger=FundExhausted(), ranking=policy or PnlLeverage(),
                                       reservation_timeout_ms=3_600_000, dedup_window_ms=86_400_000)
         self.ts, self.ids, self.pairs = START_TS, 0, n // 2
         self.marks = {symbol: Decimal(price) for symbol, price in PRICES.items()}
@@ -91,6 +92,69 @@ class Book:
         return self.trade(SYMBOL, f"L{i:07d}", f"S{i:07d}", Decimal("0.001"), self.marks[SYMBOL])
 
 
+def decide(book: Book, samples: int) -> tuple[list[float], int]:
+    """``samples`` shortfalls of random longs, the market moving between them: (latencies in ms,
+    orders emitted)."""
+    engine, latencies, orders, last = book.engine, [], 0, []
+    for i in range(samples):
+        book.ts += 1
+        book.move(SYMBOL)
+        book.move(OTHERS[i % len(OTHERS)])
+        for _ in range(TRADES_BETWEEN):
+            book.random_trade()
+        for order in last:  # the previous decision's ADL orders are filled (short buys, long sells)
+            book.trade(SYMBOL, order.account_id, order.bankrupt_account_id, order.quantity, order.price,
+                       "ADL", order.order_id)
+        account = f"L{book.rng.randrange(book.pairs):07d}"
+        quantity = min(engine.book.get(account, SYMBOL).free, Decimal("0.002"))
+        shortfall = LiquidationShortfall(f"liq-{i}", account, SYMBOL, "LONG", quantity,
+                                         book.marks[SYMBOL] * Decimal("0.95"), Decimal(1), book.ts)
+        t0 = time.perf_counter_ns()
+        outcome = engine.apply(shortfall)
+        latencies.append((time.perf_counter_ns() - t0) / 1e6)
+        assert outcome.decision.outcome == "ADL", outcome.decision
+        orders += len(outcome.orders)
+        last = outcome.orders
+    return latencies, orders
+
+
+def policies(sizes: list[int], samples: int) -> list[dict]:
+    """Decision latency of every allocation policy on the same moving book (BTCUSDT lots of 0.001)."""
+    rows = []
+    for name, policy in ALLOCATION_POLICIES.items():
+        for n in sizes:
+            book = Book(n, policy=policy())
+            latencies, orders = decide(book, samples)
+            p = percentiles(latencies)
+            rows.append({"policy": name, "positions": n, "samples": samples, "p50_ms": p["p50"],
+                         "p99_ms": p["p99"], "orders_per_shortfall": round(orders / samples, 2)})
+    return rows
+
+
+def indicator_passes(sizes: list[int]) -> list[dict]:
+    """An ADL indicator pass over the whole book (every symbol, both sides): the first (every light
+    new) and the next after the marks moved (only changed lights)."""
+    rows = []
+    for n in sizes:
+        book = Book(n)
+        engine = book.engine
+        engine.index.flush()
+        figures = {"positions": sum(1 for p in engine.book if p.quantity != 0)}
+        for run in ("first", "next"):
+            if run == "next":
+                book.ts += 1
+                for symbol in (SYMBOL, *OTHERS):
+                    book.move(symbol)
+                engine.index.flush()
+            t0 = time.perf_counter()
+            records = engine.indicators.publish(engine, book.ts, set())
+            figures[f"{run}_s"] = round(time.perf_counter() - t0, 3)
+            figures[f"{run}_records"] = len(records)
+        rows.append(figures)
+        del book, engine
+    return rows
+
+
 def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
     rows = []
     for n in sizes:
@@ -102,26 +166,7 @@ def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
         engine = book.engine
         open_positions = sum(1 for p in engine.book if p.quantity != 0)
         per_position = (rss_bytes() - before) / open_positions
-        latencies, orders, last = [], 0, []
-        for i in range(samples[n]):
-            book.ts += 1
-            book.move(SYMBOL)
-            book.move(OTHERS[i % len(OTHERS)])
-            for _ in range(TRADES_BETWEEN):
-                book.random_trade()
-            for order in last:  # the previous decision's ADL orders are filled (short buys, long sells)
-                book.trade(SYMBOL, order.account_id, order.bankrupt_account_id, order.quantity, order.price,
-                           "ADL", order.order_id)
-            account = f"L{book.rng.randrange(book.pairs):07d}"
-            quantity = min(engine.book.get(account, SYMBOL).free, Decimal("0.002"))
-            shortfall = LiquidationShortfall(f"liq-{i}", account, SYMBOL, "LONG", quantity, book.marks[SYMBOL] * Decimal("0.95"),
-                                             Decimal(1), book.ts)
-            t0 = time.perf_counter_ns()
-            outcome = engine.apply(shortfall)
-            latencies.append((time.perf_counter_ns() - t0) / 1e6)
-            assert outcome.decision.outcome == "ADL", outcome.decision
-            orders += len(outcome.orders)
-            last = outcome.orders
+        latencies, orders = decide(book, samples[n])
         updates, t0 = 0, time.perf_counter()
         for i in range(50_000):
             updates += book.random_trade()

@@ -13,6 +13,7 @@ from ..index import UNITS
 from .base import SpreadPolicy, in_queue_order
 
 _ROUNDS = 64  # bisection steps on the leverage level (float64 has 53 bits)
+_GREEDY_STEPS_PER_POSITION = 4  # lot-by-lot placements after the level, per position, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +22,10 @@ class MinMaxLeverage(SpreadPolicy):
     the haircut per unit); closing all of it leaves 0. Accounts with equity <= 0 give first, in
     queue order (no level makes them finite otherwise). Over the others the lowest level ``T`` is
     found (bisection) at which each position's smallest lots reaching ``T`` sum to at most the
-    quantity: each gives those lots, and what is left goes in queue order (more lots only lower a
-    leverage). The leverages are float64 of the index's columns: a pure function of the exact state."""
+    quantity: each gives those lots; the lots left go first (queue order) to positions whose leverage
+    falls as they give, then one at a time to the position whose leverage after the lot is lowest
+    (ties in queue order), at most a few per position; the rest in queue order. The leverages are
+    float64 of the index's columns: a pure function of the exact state."""
 
     name: ClassVar[str] = "min-max-leverage"
 
@@ -46,7 +49,9 @@ class MinMaxLeverage(SpreadPolicy):
                 fewer = np.maximum(n - 1, 0)  # float rounding may ask one lot too many
                 n = np.where(leverage(fewer) <= level, fewer, n)
                 n = np.where(leverage(np.minimum(n, room)) <= level, np.minimum(n, room), np.inf)
-            return np.where(np.isinf(n) & whole, room, n)
+            n = np.where(np.isinf(n) & whole, room, n)
+            return np.where(now <= level, 0.0, n)  # already there (the formula bounds x from above
+            # when the haircut per unit outweighs: mark < level * h)
 
         def leverage(n: np.ndarray) -> np.ndarray:
             given = n * lot
@@ -54,7 +59,8 @@ class MinMaxLeverage(SpreadPolicy):
             value = (q - given) * mark / rest
             return np.where(given >= q, 0.0, np.where(rest > 0, value, np.inf))
 
-        low, high = 0.0, float(leverage(np.zeros(len(q))).max())
+        now = leverage(np.zeros(len(q)))
+        low, high = 0.0, float(now.max())
         if np.isinf(high):
             high = float(np.finfo(np.float64).max)
         if need(low).sum() <= left:
@@ -68,8 +74,29 @@ class MinMaxLeverage(SpreadPolicy):
             else:
                 low = middle
         given = need(high)
-        given = np.where(np.isinf(given), 0, given).astype(np.int64).tolist()
-        it = iter(given)
+        given = np.where(np.isinf(given), 0, given)
+        # The lots the level leaves go first, in queue order, to positions whose leverage falls as
+        # they give (their haircut on all of it is below their equity); then one at a time to the
+        # position whose leverage after the lot is lowest (a lot can raise a leverage).
+        spare = left - int(given.sum())
+        falls = np.where(q * h < equity, room - given, 0)
+        before = np.cumsum(falls) - falls
+        given += np.clip(spare - before, 0, falls)
+        full = np.where(whole, room, np.inf)  # lots that close a wholly free position (leverage 0)
+        steps = _GREEDY_STEPS_PER_POSITION * len(q)  # bounded: what is left goes in queue order
+        while (spare := left - int(given.sum())) > 0 and (steps := steps - 1) >= 0:
+            after = np.where(given < room, leverage(given + 1), np.inf)
+            best = int(np.argmin(after))
+            closing = np.where(full - given <= spare, full - given, np.inf)
+            closing[given >= room] = np.inf
+            if (np.isinf(after[best]) or after[best] > high) and np.isfinite(closing).any():
+                best = int(np.argmin(closing))  # a lot would overshoot the level: close one outright
+                given[best] = room[best]
+            elif np.isfinite(after[best]):
+                given[best] += 1
+            else:
+                break
+        it = iter(given.astype(np.int64).tolist())
         for i, is_healthy in enumerate(healthy.tolist()):
             if is_healthy:
                 lots[i] = next(it)
