@@ -19,7 +19,7 @@ from .engine import Engine
 from .engine.numbers import ZERO
 from .engine.state import restore
 from .readable import iso_time, plain_decimal
-from .runtime.changelog import changelog_topic, fold, read_partition
+from .runtime.changelog import changelog_topic, restore_task
 from .runtime.config import Settings
 from .runtime.kafka import StartupError, input_consumer_config, unreachable
 from .runtime.topology import UNROUTED, Topology
@@ -42,7 +42,7 @@ def load_engines(settings: Settings) -> dict[str, Engine]:
     topology = Topology(settings.symbols, len(committed))
     engines = {}
     for tp in committed:
-        state = fold(read_partition(input_consumer_config(settings), topic, tp.partition, tp.offset))
+        state = restore_task(input_consumer_config(settings), topic, tp.partition, tp.offset)
         for asset in topology.assets_of_task[tp.partition]:
             if asset == UNROUTED:
                 continue

@@ -74,6 +74,21 @@ def book_records(positions: int) -> list:
     return out
 
 
+def history_records(positions: int, rounds: int) -> list:
+    """:func:`book_records`, then ``rounds - 1`` more passes in which every account trades again
+    (the same positions grow): a history ``rounds`` times longer than the state it leaves."""
+    out = book_records(positions)
+    ts = DEFAULT_START_TS + positions
+    for r in range(1, rounds):
+        for i in range(positions // 2):
+            for account, side in ((f"L{i:07d}", "BUY"), (f"S{i:07d}", "SELL")):
+                out.append(Fill(f"f{r}-{account}", account, "BTCUSDT", side, Decimal("0.001"), Decimal(90_000),
+                                Decimal(0), "TRADE", None, ts))
+            ts += 1
+    out.append(MarkPrice("BTCUSDT", Decimal(90_001), ts))
+    return out
+
+
 def raw_limit(settings: Settings, expected: int) -> dict:
     """Consume every input record and fastavro-decode its value; nothing else."""
     codec = Codec()

@@ -29,6 +29,9 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def __iter__(self):
+        return iter(self._ids)
+
     def ts(self, id_: str) -> int | None:
         return self._ids.get(id_)
 

@@ -136,6 +136,10 @@ class FundLedger:
         history = self._history.get(fund_id)
         return None if not history else tuple(tuple(entry) for entry in history)
 
+    def histories(self) -> list[str]:
+        """The funds that have a balance history."""
+        return [fund_id for fund_id, history in self._history.items() if history]
+
     def restore(self, fund_id: str, balance: Decimal | None, history=None) -> None:
         if balance is not None:
             self._balances[fund_id] = balance

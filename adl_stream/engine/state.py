@@ -73,6 +73,23 @@ def value_of(engine: Engine, key: Key) -> Any:
     raise ValueError(f"not a state key: {key!r}")
 
 
+def keys(engine: Engine) -> list[Key]:
+    """The key of every entity ``engine`` holds (what a snapshot of it writes)."""
+    out: list[Key] = [(POSITION, p.symbol, p.account_id) for p in engine.book]
+    out += [(WALLET, account, asset) for (account, asset), _ in engine.wallets.items()]
+    funds = engine.funds
+    out += [(FUND, fund_id) for fund_id in funds.balances()]
+    out += [(FUND_HISTORY, fund_id) for fund_id in funds.histories()]
+    out += [(MARK, symbol) for symbol in engine.marks]
+    out += [(RESERVATION, r.order_id, r.position.account_id) for r in engine.reservations]
+    out += [(SEEN, id_) for id_ in engine.seen]
+    out += [(LIGHT, p.symbol, p.account_id) for p in engine.book if p.light]
+    out += [(LIGHT, symbol, account) for symbol, account in engine.indicators.unlit]
+    if engine.stream_time >= 0:
+        out.append(STREAM_TIME)
+    return out
+
+
 def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
     """The entities changed since the last call, sorted by key, with their values now."""
     changed, engine.changed = engine.changed, set()

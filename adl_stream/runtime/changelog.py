@@ -12,6 +12,11 @@ Restore reads a partition from its start up to that committed offset and applies
 entities only when its own marker follows them. On Apache Kafka a ``read_committed`` reader never
 sees aborted records, so this is the plain "read to the end"; on Tansu, which shows aborted records,
 it keeps a partly written transaction (a crash mid-commit) out of the restored state.
+
+Markers are keyed ``["commit", seq % MARKER_KEYS]`` (``seq`` counts the task's markers, header
+``seq``), so compaction keeps the markers a restore needs (see :mod:`.snapshots`). Snapshot records
+(key ``["snapshot", slot, n]``) hold many entities each; a marker's header ``snapshot`` names the
+offset where the latest complete snapshot starts, and :func:`restore_task` reads from there.
 """
 
 from __future__ import annotations
@@ -25,10 +30,27 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from ..engine.state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET, Key
+from ..engine.state import (
+    FUND,
+    FUND_HISTORY,
+    LIGHT,
+    MARK,
+    POSITION,
+    RESERVATION,
+    SEEN,
+    STREAM_TIME,
+    WALLET,
+    Key,
+    take_changes,
+)
 
-COMMIT_KEY = b'["commit"]'
+COMMIT_KEY = b'["commit"]'  # the markers of earlier versions (one key for all)
+MARKER_PREFIX = b'["commit"'
+SNAPSHOT_PREFIX = b'["snapshot"'
+MARKER_KEYS = 100_000
 TXN_HEADER = "txn"
+SEQ_HEADER = "seq"
+SNAPSHOT_HEADER = "snapshot"
 
 Offsets = dict[tuple[str, int], int]
 
@@ -41,43 +63,81 @@ def _str_decimals(value):
     return str(value) if isinstance(value, Decimal) else value
 
 
+def _plain(key: Key, value: Any):
+    """An entity value as JSON-ready data (decimals as exact strings)."""
+    kind = key[0]
+    if kind == WALLET:
+        balance, as_of, after = value
+        return [str(balance), as_of, [[ts, str(amount)] for ts, amount in after]]
+    if kind == FUND_HISTORY:
+        return [[time, str(balance), until] for time, balance, until in value]
+    if isinstance(value, tuple):
+        return [_str_decimals(v) for v in value]
+    return _str_decimals(value)
+
+
+def _typed(key: Key, value: Any):
+    """The entity value of :func:`_plain`'s data."""
+    kind = key[0]
+    if kind == POSITION:
+        return (Decimal(value[0]), Decimal(value[1]))
+    if kind == WALLET:
+        return (Decimal(value[0]), value[1], tuple((ts, Decimal(amount)) for ts, amount in value[2]))
+    if kind == FUND:
+        return Decimal(value)
+    if kind == FUND_HISTORY:
+        return tuple((time, Decimal(balance), until) for time, balance, until in value)
+    if kind == MARK:
+        return (Decimal(value[0]), value[1])
+    if kind == RESERVATION:
+        return (value[0], Decimal(value[1]), value[2])
+    if kind not in (SEEN, LIGHT, STREAM_TIME[0]):
+        raise ValueError(f"unknown changelog entity {key!r}")
+    return value
+
+
 def encode_entity(asset: str, key: Key, value: Any) -> tuple[bytes, bytes | None]:
     """Key and value bytes of one entity of the engine of ``asset`` (value None: a tombstone)."""
     raw_key = json.dumps([asset, *key], separators=(",", ":")).encode()
     if value is None:
         return raw_key, None
-    kind = key[0]
-    if kind == WALLET:
-        balance, as_of, after = value
-        value = [str(balance), as_of, [[ts, str(amount)] for ts, amount in after]]
-    elif kind == FUND_HISTORY:
-        value = [[time, str(balance), until] for time, balance, until in value]
-    elif isinstance(value, tuple):
-        value = [_str_decimals(v) for v in value]
-    else:
-        value = _str_decimals(value)
-    return raw_key, json.dumps(value, separators=(",", ":")).encode()
+    return raw_key, json.dumps(_plain(key, value), separators=(",", ":")).encode()
 
 
 def decode_entity(raw_key: bytes, raw_value: bytes) -> tuple[str, Key, Any]:
     """(settle asset, entity key, value) of a changelog record that is not a tombstone."""
     asset, *key = json.loads(raw_key)
-    key, value, kind = tuple(key), json.loads(raw_value), key[0]
-    if kind == POSITION:
-        value = (Decimal(value[0]), Decimal(value[1]))
-    elif kind == WALLET:
-        value = (Decimal(value[0]), value[1], tuple((ts, Decimal(amount)) for ts, amount in value[2]))
-    elif kind == FUND:
-        value = Decimal(value)
-    elif kind == FUND_HISTORY:
-        value = tuple((time, Decimal(balance), until) for time, balance, until in value)
-    elif kind == MARK:
-        value = (Decimal(value[0]), value[1])
-    elif kind == RESERVATION:
-        value = (value[0], Decimal(value[1]), value[2])
-    elif kind not in (SEEN, LIGHT, STREAM_TIME[0]):
-        raise ValueError(f"unknown changelog entity {raw_key!r}")
-    return asset, key, value
+    key = tuple(key)
+    return asset, key, _typed(key, json.loads(raw_value))
+
+
+def write_changes(produce, asset: str, engine) -> int:
+    """Produce the entities ``engine`` changed since they were last taken, as records of the
+    settle asset ``asset``; returns how many."""
+    changes = take_changes(engine)
+    for key, value in changes:
+        produce(*encode_entity(asset, key, value))
+    return len(changes)
+
+
+def marker_key(seq: int) -> bytes:
+    return json.dumps(["commit", seq % MARKER_KEYS], separators=(",", ":")).encode()
+
+
+def snapshot_key(slot: int, chunk: int) -> bytes:
+    return json.dumps(["snapshot", slot, chunk], separators=(",", ":")).encode()
+
+
+def encode_chunk(entities: Iterable[tuple[str, Key, Any]]) -> bytes:
+    """A snapshot record's value: ``[[[asset, *key], value], ...]`` (no tombstones)."""
+    return json.dumps([[[asset, *key], _plain(key, value)] for asset, key, value in entities],
+                      separators=(",", ":")).encode()
+
+
+def decode_chunk(raw: bytes):
+    for (asset, *key), value in json.loads(raw):
+        key = tuple(key)
+        yield asset, key, _typed(key, value)
 
 
 def encode_marker(offsets: Mapping[str, Offsets]) -> bytes:
@@ -96,19 +156,30 @@ class RestoredTask:
     offsets: dict[str, Offsets] = field(default_factory=dict)  # settle asset -> input offsets
     records: int = 0
     discarded: int = 0  # records of transactions without their marker (aborted, seen on Tansu)
+    seq: int = 0  # markers the task has written (the last marker's ``seq`` + 1)
+    snapshot: int | None = None  # where the latest complete snapshot starts, per the last marker
+    start: int = 0  # the offset the restore read from
 
 
-def fold(messages: Iterable) -> RestoredTask:
+def _headers(message) -> dict:
+    return dict(message.headers() or ())
+
+
+def fold(messages: Iterable, restored: RestoredTask | None = None) -> RestoredTask:
     """Apply changelog messages, in log order, a transaction at a time (at its marker)."""
-    restored = RestoredTask()
+    restored = restored or RestoredTask()
     pending: dict[bytes, list] = {}  # txn -> its records so far
     for message in messages:
         restored.records += 1
-        txn = dict(message.headers() or ()).get(TXN_HEADER)
-        if message.key() == COMMIT_KEY:
+        headers = _headers(message)
+        txn = headers.get(TXN_HEADER)
+        if message.key().startswith(MARKER_PREFIX):
             for record in pending.pop(txn, ()):
                 _apply(restored, record)
             restored.offsets = decode_marker(message.value())
+            restored.seq = int(headers.get(SEQ_HEADER, b"-1")) + 1
+            snapshot = headers.get(SNAPSHOT_HEADER)
+            restored.snapshot = None if snapshot is None else int(snapshot)
             restored.discarded += sum(len(records) for records in pending.values())
             pending.clear()
         else:
@@ -118,27 +189,52 @@ def fold(messages: Iterable) -> RestoredTask:
 
 
 def _apply(restored: RestoredTask, message) -> None:
-    value = message.value()
-    if value is None:
+    value, entities = message.value(), restored.entities
+    if message.key().startswith(SNAPSHOT_PREFIX):
+        if value is not None:  # (a tombstone of a snapshot record holds nothing)
+            for asset, key, typed in decode_chunk(value):
+                entities.setdefault(asset, {})[key] = typed
+    elif value is None:
         asset, *key = json.loads(message.key())
-        restored.entities.get(asset, {}).pop(tuple(key), None)
+        entities.get(asset, {}).pop(tuple(key), None)
     else:
         asset, key, value = decode_entity(message.key(), value)
-        restored.entities.setdefault(asset, {})[key] = value
+        entities.setdefault(asset, {})[key] = value
 
 
-def read_partition(config: dict, topic: str, partition: int, end: int, timeout_s: float = 300.0) -> list:
-    """The messages of ``topic[partition]`` below offset ``end`` (read_committed)."""
+def snapshot_start(last) -> int:
+    """Where a restore reads from, given the last committed record (the last marker): the start of
+    the snapshot it names, else the partition's start."""
+    if last is None or not last.key().startswith(MARKER_PREFIX):
+        return 0
+    return int(_headers(last).get(SNAPSHOT_HEADER, b"0"))
+
+
+def restore_task(config: dict, topic: str, partition: int, end: int) -> RestoredTask:
+    """A task's state at the committed changelog offset ``end``: the last marker (at ``end - 1``)
+    names where the latest complete snapshot starts; the partition is read from there."""
     if end <= 0:
+        return RestoredTask()
+    (last,) = read_partition(config, topic, partition, end, start=end - 1) or (None,)
+    start = snapshot_start(last)
+    restored = fold(read_partition(config, topic, partition, end, start=start))
+    restored.start = start
+    return restored
+
+
+def read_partition(config: dict, topic: str, partition: int, end: int, start: int = 0,
+                   timeout_s: float = 300.0) -> list:
+    """The messages of ``topic[partition]`` from ``start`` to below offset ``end`` (read_committed)."""
+    if end <= start:
         return []
     consumer = Consumer({**config, "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
     try:
-        consumer.assign([TopicPartition(topic, partition, 0)])
+        consumer.assign([TopicPartition(topic, partition, start)])
         messages, deadline = [], time.monotonic() + timeout_s
         while True:
             for message in consumer.consume(10_000, 0.2):
-                if message.error() is None and message.offset() < end:
+                if message.error() is None and start <= message.offset() < end:
                     messages.append(message)
             (position,) = consumer.position([TopicPartition(topic, partition)])
             if position.offset >= end:

@@ -62,18 +62,30 @@ class Checkpoint:
         else:
             self._marks[(msg.topic(), msg.partition())] = msg.offset()
 
+    def _noting(self, on_offset):
+        def on_delivery(error: KafkaError | None, msg) -> None:
+            if error is not None:
+                self._errors.append(error)
+            else:
+                on_offset(msg.offset())
+        return on_delivery
+
     def _begin(self) -> None:
         if self._transactional and not self._in_transaction:
             self._guard(self._producer.begin_transaction)
             self._in_transaction = True
 
     def produce(self, topic: str, key: bytes | str | None, value: bytes | None, headers=None,
-                partition: int | None = None, mark: bool = False, timestamp: int | None = None) -> None:
+                partition: int | None = None, mark: bool = False, timestamp: int | None = None,
+                on_offset=None) -> None:
         """Produce in the open batch; ``mark``: commit the offset after this record (its partition
         must be given) as the group's offset of that partition; ``timestamp``: the record's Kafka
-        timestamp in epoch ms (default: the producer's clock)."""
+        timestamp in epoch ms (default: the producer's clock); ``on_offset``: called with the
+        record's offset once it is delivered (before :meth:`commit` returns)."""
         self._begin()
         on_delivery = self._on_marked_delivery if mark else self._on_delivery
+        if on_offset is not None:
+            on_delivery = self._noting(on_offset)
         extra = {} if partition is None else {"partition": partition}
         if timestamp is not None:
             extra["timestamp"] = timestamp

@@ -99,6 +99,12 @@ class Settings:
     state_partitions: int = 0
     """Partitions (= tasks, the most instances that share the work) of the changelog topic
     ``<group_id>-changelog`` when the processor creates it; 0: as many as the input topics have."""
+    snapshot_min_records: int = 100_000
+    """A task snapshots its state into the changelog once it has written more changelog records
+    since its last snapshot than this or than that snapshot's entities, whichever is more; a restore
+    reads from the latest complete snapshot (so about twice the state at most)."""
+    snapshot_chunk_entities: int = 50_000
+    """Most snapshot entities one transaction writes (a snapshot spans transactions, so none stalls)."""
     state_replication_factor: int = -1
     """Replication factor of the changelog topic when the processor creates it; -1: the broker's
     ``default.replication.factor``."""
@@ -142,7 +148,7 @@ _CHOICES = {
     "log_level": LOG_LEVELS,
 }
 _NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions", "indicator_interval_ms")
-_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s")
+_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s", "snapshot_min_records", "snapshot_chunk_entities")
 
 
 def _coerce(setting: str, value: Any, kind: Any, source: str):

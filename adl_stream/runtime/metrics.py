@@ -46,6 +46,7 @@ class ProcessorMetrics:
         self.restored = Counter("adl_restore_events", "Records read to rebuild state: changelog records at restore, input records below a replay's start.", ["topic"], registry=r)
         self.committed_offset = Gauge("adl_committed_input_offset", "Input offset committed (next to apply) by the engine of a settle asset.", ["settle_asset", "topic", "partition"], registry=r)
         self.ready = Gauge("adl_ready", "1 when state is restored and partitions are assigned.", registry=r)
+        self.snapshot_records = Counter("adl_snapshot_records", "State snapshot records written to the changelog (each holds many entities).", ["topic"], registry=r)
         self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last restore of assigned tasks from the changelog.", registry=r)
         self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})

@@ -42,17 +42,18 @@ from ..engine import (
     Outcome,
     Rejected,
 )
-from ..engine.state import restore, take_changes
+from ..engine.state import restore
 from ..wire import Codec
 from .changelog import (
-    COMMIT_KEY,
+    SEQ_HEADER,
+    SNAPSHOT_HEADER,
     TXN_HEADER,
     Offsets,
     changelog_topic,
-    encode_entity,
     encode_marker,
-    fold,
-    read_partition,
+    marker_key,
+    restore_task,
+    write_changes,
 )
 from .checkpoint import Checkpoint, DeliveryFailed, Fenced
 from .config import Settings, redacted
@@ -66,11 +67,13 @@ from .kafka import (
 from .merge import EventTimeMerger
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
+from .snapshots import SnapshotWriter
 from .topology import UNROUTED, Topology, task_of
 
 log = structlog.get_logger("adl_stream.processor")
 
 EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
+_CLOCK_EVERY = 32  # records applied between two looks at the clock (a transaction's deadline)
 
 PartitionKey = tuple[str, int]
 
@@ -96,6 +99,8 @@ class Task:
     id: int
     domains: dict[str, Domain]
     committed_end: int = -1  # changelog offset after this instance's last marker for the task
+    snapshots: SnapshotWriter | None = None
+    seq: int = 0  # the sequence number of the task's next commit marker
 
 
 class Processor:
@@ -263,11 +268,12 @@ class Processor:
         self.health.set_ready(True)
 
     def _restore(self, task_id: int, end: int) -> Task:
-        """The task rebuilt from its changelog partition up to ``end`` (nothing when < 0)."""
+        """The task rebuilt from its changelog partition up to ``end`` (nothing when < 0): from the
+        latest complete snapshot the last marker names (:mod:`.snapshots`)."""
         s, started = self.settings, time.monotonic()
-        messages = read_partition(input_consumer_config(s), self.changelog, task_id, end) if end > 0 else []
-        state = fold(messages)
-        task = Task(task_id, {}, end)
+        state = restore_task(input_consumer_config(s), self.changelog, task_id, end)
+        task = Task(task_id, {}, end, SnapshotWriter(s.snapshot_min_records, s.snapshot_chunk_entities,
+                                                     complete=state.snapshot), state.seq)
         for asset in self.topology.assets_of_task[task_id]:
             domain = self._new_domain(asset)
             restore(domain.engine, state.entities.get(asset, {}))
@@ -278,7 +284,7 @@ class Processor:
             task.domains[asset] = domain
         self.metrics.restored.labels(self.changelog).inc(state.records)
         log.info("task_restored", task=task_id, changelog_records=state.records, discarded=state.discarded,
-                 duration_s=round(time.monotonic() - started, 3),
+                 from_offset=state.start, duration_s=round(time.monotonic() - started, 3),
                  input_offsets={d.asset or "(unrouted)": sum(d.offsets.values()) for d in task.domains.values()})
         return task
 
@@ -349,16 +355,15 @@ class Processor:
         caught_up, unfetched = self._fetch_state()
         batch_size = self.settings.batch_size
         while True:  # a transaction holds at most batch_size records and stays open commit_interval_ms
-            room = batch_size - self._uncommitted
-            released = self._drain_all(caught_up, unfetched, room)
-            if released and not self._uncommitted:
+            if not self._uncommitted:
                 self._transaction_started = time.monotonic()
+            deadline = self._transaction_started + self._commit_interval_s
+            room = batch_size - self._uncommitted
+            released, more = self._drain_all(caught_up, unfetched, room, deadline)
             self._uncommitted += released
-            if self._uncommitted >= batch_size or (
-                self._uncommitted and time.monotonic() - self._transaction_started >= self._commit_interval_s
-            ):
+            if self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline):
                 self._commit()
-            if released < room:
+            if not more:
                 break
 
     def _log_joining(self) -> None:
@@ -405,8 +410,10 @@ class Processor:
             return rejected
 
     def _drain_all(self, caught_up: frozenset[PartitionKey], unfetched: frozenset[PartitionKey],
-                   limit: int | None = None) -> int:
-        """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records."""
+                   limit: int | None = None, deadline: float | None = None) -> tuple[int, bool]:
+        """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records
+        or until ``deadline`` (monotonic clock, checked every few records). Returns the records
+        applied and whether it stopped at the limit or the deadline (more may be released)."""
         count = 0
         for domain in self.domains():
             # A partition no fetch has answered for yet is waited for without a time limit: whether
@@ -414,9 +421,10 @@ class Processor:
             for message, record, consumed_at in domain.merger.release(unfetched, caught_up):
                 self._process(domain, message, record, consumed_at)
                 count += 1
-                if count == limit:
-                    return count
-        return count
+                if count == limit or (deadline is not None and count % _CLOCK_EVERY == 0
+                                      and time.monotonic() >= deadline):
+                    return count, True
+        return count, False
 
     def _commit(self) -> None:
         if self._dry_run is None:
@@ -428,6 +436,7 @@ class Processor:
             end = self.checkpoint.committed_marks.get((self.changelog, task.id))
             if end is not None:
                 task.committed_end = end
+                task.snapshots.committed()
                 for domain in task.domains.values():
                     for (topic, partition), offset in domain.committed.items():
                         m.committed_offset.labels(domain.asset, topic, str(partition)).set(offset)
@@ -451,25 +460,39 @@ class Processor:
                 self.metrics.set_lights(domain.engine.symbols, domain.engine.indicators.counts)
 
     def _write_changelog(self) -> None:
-        """Produce, per owned task, the entities changed and its commit marker (when anything moved)."""
+        """Produce, per owned task, the entities changed, the next chunk of a snapshot (when one is
+        due or in progress) and its commit marker (when anything moved)."""
         self._commits += 1
         headers = [(TXN_HEADER, f"{self._run_id}:{self._commits}".encode())]
         for task_id in sorted(self.tasks):
-            task, moved = self.tasks[task_id], False
+            task = self.tasks[task_id]
+
+            def produce(raw_key, raw_value, on_offset=None, task_id=task_id):
+                self.checkpoint.produce(self.changelog, raw_key, raw_value, headers, partition=task_id,
+                                        on_offset=on_offset)
+
+            written, moved = 0, False
             for domain in task.domains.values():
-                for key, value in take_changes(domain.engine):
-                    raw_key, raw_value = encode_entity(domain.asset, key, value)
-                    self.checkpoint.produce(self.changelog, raw_key, raw_value, headers, partition=task_id)
-                    moved = True
+                written += write_changes(produce, domain.asset, domain.engine)
                 for key, routed in self._routed.items():  # nothing of this asset is buffered below it
                     if routed > domain.offsets.get(key, 0) and not domain.merger.buffered(key):
                         domain.offsets[key] = routed
                 moved = moved or domain.offsets != domain.committed
-            if moved:
+            snapshots = task.snapshots
+            chunks = snapshots.step(produce, written, [(d.engine, d.asset) for d in task.domains.values()])
+            if chunks:
+                self.metrics.snapshot_records.labels(self.changelog).inc(chunks)
+            if moved or written or chunks:
                 for domain in task.domains.values():
                     domain.committed = dict(domain.offsets)
                 marker = encode_marker({d.asset: d.offsets for d in task.domains.values()})
-                self.checkpoint.produce(self.changelog, COMMIT_KEY, marker, headers, partition=task_id, mark=True)
+                extra = [(SEQ_HEADER, str(task.seq).encode())]
+                if snapshots.complete is not None:
+                    extra.append((SNAPSHOT_HEADER, str(snapshots.complete).encode()))
+                self.checkpoint.produce(self.changelog, marker_key(task.seq), marker, headers + extra,
+                                        partition=task_id, mark=True)
+                task.seq += 1
+                snapshots.marked()
 
     def _on_stats(self, raw: str) -> None:
         """librdkafka statistics (every ``statistics.interval.ms``): the lag of each assigned partition.

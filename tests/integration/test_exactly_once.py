@@ -107,16 +107,19 @@ def _lights(engine):
     return {(p.symbol, p.account_id): p.light for p in engine.book}, set(engine.indicators.unlit)
 
 
-@pytest.mark.parametrize("ranking_policy, indicator_interval_ms, size, kills", [
+@pytest.mark.parametrize("ranking_policy, indicator_interval_ms, size, kills, snapshots", [
     # The default queue: 3,799 records, 60 shortfalls; an indicator pass every 5 s of event time (4).
-    ("pnl-leverage", 5_000, {"trades": 3000}, 5),
+    ("pnl-leverage", 5_000, {"trades": 3000}, 5, {}),
     # Every ADL spread over the whole side: 1,515 records, 20 shortfalls (8 to ADL, 219 orders); a
     # pass every second (9), tombstones of positions the ADL fills closed. Fewer kills: each costs
     # ~12 s (the dead member's session times out, the successor starts and fences it).
-    ("pro-rata", 1_000, {"trades": 1000, "shortfalls": 20, "accounts": 60}, 3),
+    # State snapshots every ~200 changelog records, 100 entities a transaction: kills land before,
+    # inside and after snapshots, and each restart reads from the latest complete one.
+    ("pro-rata", 1_000, {"trades": 1000, "shortfalls": 20, "accounts": 60}, 3,
+     {"snapshot_min_records": 200, "snapshot_chunk_entities": 100}),
 ])
 def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted_run(
-        broker, settings, start_processor, tmp_path, ranking_policy, indicator_interval_ms, size, kills):
+        broker, settings, start_processor, tmp_path, ranking_policy, indicator_interval_ms, size, kills, snapshots):
     settings = replace(settings, ranking_policy=ranking_policy, indicator_interval_ms=indicator_interval_ms)
     market = generate(seed=11, **size, ranking=settings.ranking(), indicator_interval_ms=indicator_interval_ms)
     assert len(market.decisions) >= 20 and len(market.orders) > 30 and len(market.indicators) > 100
@@ -138,7 +141,7 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
 
     # 2. The same inputs through `adl-stream run`, killed with SIGKILL at random points, restarted.
     config = write_config(settings, tmp_path / "adl.toml", batch_size=10, max_idle_ms=1000,
-                          ranking_policy=ranking_policy, indicator_interval_ms=indicator_interval_ms)
+                          ranking_policy=ranking_policy, indicator_interval_ms=indicator_interval_ms, **snapshots)
     rng = random.Random(3)
     total = len(market.records)
     targets = sorted(rng.sample(range(total // 20, total * 8 // 10), kills))  # random points in the stream
@@ -169,5 +172,8 @@ def test_kill_9_at_random_points_gives_the_outputs_and_state_of_an_uninterrupted
     restored = start_processor(settings)
     engine = restored.processor.domain("USDT").engine
     assert engine.snapshot() == market.engine.snapshot()
+    if snapshots:  # read from a snapshot, not from the changelog's start
+        p = restored.processor
+        assert metric(p, "adl_restore_events_total", topic=p.changelog) < sum(max(t.committed_end, 0) for t in p.tasks.values())
     assert _lights(engine) == _lights(market.engine)
     assert restored.close() == 0

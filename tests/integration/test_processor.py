@@ -11,7 +11,7 @@ import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.readable import plain_decimal
-from adl_stream.runtime.processor import EXIT_FATAL
+from adl_stream.runtime.processor import EXIT_FATAL, Processor
 from adl_stream.wire import Codec
 from tests import scenarios as sc
 from tests.conftest import Feed, metric, read_topic, wait_for, write_config
@@ -156,6 +156,30 @@ def test_restart_restores_state_from_the_changelog_and_resumes_the_inputs_where_
     assert second.close() == 0
 
 
+def test_restart_restores_from_the_latest_snapshot_and_reads_less_than_the_history(settings, start_processor):
+    # Tiny transactions and snapshots: many snapshots are written, each over several transactions.
+    s = replace(settings, batch_size=2, snapshot_min_records=1, snapshot_chunk_entities=3)
+    first = start_processor(s)
+    run_scenario(Feed(s), first)
+    before = first.processor.domain("USDT").engine.snapshot()
+    assert metric(first.processor, "adl_snapshot_records_total") > 0
+    assert first.close() == 0
+
+    second = start_processor(s)
+    p = second.processor
+    assert p.domain("USDT").engine.snapshot() == before
+    history = sum(max(task.committed_end, 0) for task in p.tasks.values())
+    assert 0 < metric(p, "adl_restore_events_total", topic=p.changelog) < history  # not from offset 0
+    assert metric(p, "adl_committed_input_offset", settle_asset="USDT") == len(sc.STREAM)
+    feed = Feed(s)
+    feed.send(sc.shortfall("E5", "B", 3, 95, 10_000, 70_000))  # decided as without snapshots (above)
+    second.wait_handled(1)
+    orders = decode_all(read_topic(s, s.topics.adl_orders, 7), AdlOrder)
+    assert [sc.order_summary(o) for o in orders[-2:]] == [
+        ("E5:1", "S1", "BUY", D(2), D(95), 1), ("E5:2", "S3", "BUY", D(1), D(95), 2)]
+    assert second.close() == 0
+
+
 @pytest.mark.parametrize("batch_size, commit_interval_ms, committed", [
     (5, 600_000, 4),  # 23 records: four full transactions; the last 3 wait for the interval
     (10_000, 200, None),  # the count is never reached: the interval commits them
@@ -174,6 +198,34 @@ def test_a_transaction_is_bounded_by_count_and_by_time(settings, start_processor
     assert running.close() == 0
     if committed is not None:  # stopping commits the rest
         assert metric(p, "adl_transactions_total", result="committed") == committed + 1
+
+
+def test_a_transaction_opened_inside_a_large_consumed_batch_commits_within_the_interval(
+        settings, start_processor, monkeypatch):
+    # 400 records wait on the broker before the processor starts, so one consume call takes them
+    # all (batch_size is larger); each takes 5 ms to apply: 2 s of work. With a 100 ms interval the
+    # transactions commit every ~0.1 s, inside the batch, not once after it.
+    Feed(settings).send(*[sc.FundFlow(f"d{i}", "USDT", "DEPOSIT", D(1), 1_000 + i) for i in range(400)])
+    apply, commit, committed_at = Processor.apply_record, Processor._commit, []
+
+    def slow(self, engine, record):
+        time.sleep(0.005)
+        return apply(self, engine, record)
+
+    def timed_commit(self):
+        commit(self)
+        committed_at.append((time.monotonic(), metric(self, "adl_events_processed_total")))
+
+    monkeypatch.setattr(Processor, "apply_record", slow)
+    monkeypatch.setattr(Processor, "_commit", timed_commit)
+    running = start_processor(replace(settings, batch_size=100_000, commit_interval_ms=100))
+    running.wait_handled(400)
+    wait_for(lambda: committed_at and committed_at[-1][1] == 400, 5, "the last commit")
+    assert running.close() == 0
+    during = [t for t, handled in committed_at if 0 < handled < 400]
+    assert len(during) >= 8, committed_at  # ~2 s of work at one commit per 100 ms
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    assert max(gaps) < 0.5, gaps  # never the whole batch in one transaction
 
 
 def test_an_internal_error_stops_the_instance_without_committing_past_it(settings, start_processor):

@@ -1,0 +1,124 @@
+"""Snapshots of a task's state in its changelog partition, so a restore reads the state, not its history.
+
+A restore reads the changelog partition from the start of the latest *complete* snapshot to the
+committed offset, instead of from offset 0. A snapshot is written *fuzzily*, a chunk per
+transaction beside the ordinary entity records, so no transaction stalls on a large state:
+
+- when it starts, the keys of every entity of the task are listed;
+- each transaction then writes the values those keys have *at that moment* (a key gone by then is
+  skipped), at most ``chunk_entities`` of them, in records of :data:`ENTITIES_PER_RECORD`;
+- the offset of the first snapshot record (``start``) is known from its delivery report; once the
+  last chunk is committed, every later commit marker carries ``start`` in its header
+  :data:`~.changelog.SNAPSHOT_HEADER`.
+
+Reading from ``start`` gives the whole state: an entity unchanged since ``start`` is in a chunk; one
+changed after ``start`` has its own record after ``start``, applied in log order with the chunks
+(a chunk holds the value current when it was written, so whichever comes later is right); one
+created after ``start`` has its record, and one deleted is in no chunk written after its deletion.
+A snapshot cut short (a crash, an abort) is never named by a marker, so the restore takes the one
+before it.
+
+When: a snapshot starts once the task has written more changelog records since the last one started
+than ``max(min_records, entities of the last snapshot)``, so the records a restore reads stay within
+about twice the state's size, whatever the length of the history.
+
+Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
+so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
+are keyed by their sequence modulo :data:`~.changelog.MARKER_KEYS`, and a snapshot is started
+at the latest every ``MARKER_KEYS // 2`` markers, so a marker a restore needs is never compacted
+away by a newer marker of the same key.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.state import Key, keys, value_of
+from .changelog import MARKER_KEYS, encode_chunk, snapshot_key
+
+ENTITIES_PER_RECORD = 2_000
+"""Entities in one snapshot record (a record stays well under Kafka's 1 MB default)."""
+
+#: produce(raw key, raw value, on_offset) to the task's changelog partition; ``on_offset``, if not
+#: None, is called with the record's offset once it is delivered
+Produce = Callable[[bytes, bytes | None, Callable[[int], None] | None], None]
+
+
+@dataclass
+class SnapshotWriter:
+    """The snapshot cadence and chunks of one task (one changelog partition)."""
+
+    min_records: int
+    chunk_entities: int
+    complete: int | None = None
+    """Changelog offset where the latest complete snapshot starts (None: none, read from 0)."""
+    since: int = 0
+    """Changelog records written since the latest snapshot started (or since the task began)."""
+    markers_since: int = 0
+    size: int = 0
+    """Entities of the latest snapshot started."""
+    slot: int = 1
+    _pending: deque | None = None  # (engine, asset, key) still to write of the snapshot in progress
+    _chunk: int = 0
+    _start: int | None = None  # offset of the first record of the snapshot in progress
+    _started: list = field(default_factory=list)  # [start] once delivered (set by the callback)
+
+    @property
+    def in_progress(self) -> bool:
+        return self._pending is not None
+
+    def due(self) -> bool:
+        return not self.in_progress and (
+            self.since >= max(self.min_records, self.size) or self.markers_since >= MARKER_KEYS // 2)
+
+    def step(self, produce: Produce, written: int, engines: Iterable[tuple[Any, str]]) -> int:
+        """After a transaction's ``written`` entity records of the task: start a snapshot of the
+        ``(engine, settle asset)`` pairs if one is due, and write the next chunk of the one in
+        progress. Returns the snapshot records produced."""
+        self.since += written
+        if self.due():
+            self.start((engine, asset, keys(engine)) for engine, asset in engines)
+        return self.write(produce) if self.in_progress else 0
+
+    def marked(self) -> None:
+        """A commit marker of the task was produced."""
+        self.since += 1
+        self.markers_since += 1
+
+    def start(self, entities: Iterable[tuple[Any, str, list[Key]]]) -> None:
+        """Begin a snapshot of ``(engine, settle asset, keys)`` for each engine of the task."""
+        self._pending = deque((engine, asset, key) for engine, asset, keys in entities for key in keys)
+        self.size, self.since, self.markers_since = len(self._pending), 0, 0
+        self.slot, self._chunk, self._started = 1 - self.slot, 0, []
+
+    def write(self, produce: Produce) -> int:
+        """Write the next chunk (at most ``chunk_entities`` entities); returns the records produced."""
+        pending, written, budget = self._pending, 0, self.chunk_entities
+        while pending and budget > 0:
+            batch = []
+            while pending and len(batch) < min(ENTITIES_PER_RECORD, budget):
+                engine, asset, key = pending.popleft()
+                value = value_of(engine, key)
+                if value is not None:
+                    batch.append((asset, key, value))
+                budget -= 1
+            if batch:
+                first = self._chunk == 0
+                produce(snapshot_key(self.slot, self._chunk), encode_chunk(batch),
+                        self._started.append if first else None)
+                self._chunk += 1
+                written += 1
+        if not pending:
+            if self._chunk == 0:  # nothing at all to hold: an empty state starts anywhere
+                produce(snapshot_key(self.slot, 0), encode_chunk([]), self._started.append)
+                written += 1
+            self._pending = None
+        return written
+
+    def committed(self) -> None:
+        """The transaction that wrote the last chunk committed: the snapshot is complete."""
+        if self._pending is None and self._started:
+            self.complete, self._started = self._started[0], []

@@ -1,0 +1,151 @@
+"""Snapshots in the changelog: a restore from the latest complete snapshot plus the tail after it
+equals a restore from the whole history, whatever the cut and snapshot points."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adl_stream.engine import Engine
+from adl_stream.engine.state import keys, restore, value_of
+from adl_stream.runtime.changelog import (
+    SEQ_HEADER,
+    SNAPSHOT_HEADER,
+    TXN_HEADER,
+    encode_marker,
+    fold,
+    marker_key,
+    snapshot_start,
+    write_changes,
+)
+from adl_stream.runtime.snapshots import SnapshotWriter
+from tests import scenarios as sc
+from tests.engine.test_properties import markets
+from tests.engine.test_state import OPTIONS, _applied, _apply
+
+INPUT = ("in", 0)
+
+
+class Message:
+    def __init__(self, key, value, headers):
+        self._key, self._value, self._headers = key, value, headers
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+
+class Log:
+    """A changelog partition: messages at their offsets, written the processor's way."""
+
+    def __init__(self):
+        self.messages: list[Message] = []
+        self.txn = 0
+
+    def transaction(self, engine: Engine, writer: SnapshotWriter, seq: int, applied: int,
+                    marker: bool = True) -> None:
+        """One transaction of the task: its changes, a snapshot step, its marker (unless cut short)."""
+        self.txn += 1
+        headers = [(TXN_HEADER, str(self.txn).encode())]
+
+        def produce(raw_key, raw_value, on_offset=None):
+            if on_offset is not None:
+                on_offset(len(self.messages))
+            self.messages.append(Message(raw_key, raw_value, headers))
+
+        written = write_changes(produce, "USDT", engine)
+        writer.step(produce, written, [(engine, "USDT")])
+        if not marker:
+            return
+        extra = [(SEQ_HEADER, str(seq).encode())]
+        if writer.complete is not None:
+            extra.append((SNAPSHOT_HEADER, str(writer.complete).encode()))
+        self.messages.append(Message(marker_key(seq), encode_marker({"USDT": {INPUT: applied}}), headers + extra))
+        writer.marked()
+        writer.committed()
+
+    def restored(self):
+        """fold() of what restore_task reads: up to the committed offset (after the last marker),
+        from the start that marker names."""
+        end = max((i + 1 for i, m in enumerate(self.messages) if m.key().startswith(b'["commit"')), default=0)
+        start = snapshot_start(self.messages[end - 1]) if end else 0
+        return fold(self.messages[start:]), start
+
+
+def _state(engine: Engine) -> dict:
+    return {key: value_of(engine, key) for key in keys(engine)}
+
+
+def _restored_engine(entities) -> Engine:
+    engine = Engine(sc.SYMBOLS, **OPTIONS)
+    restore(engine, entities)
+    return engine
+
+
+@settings(max_examples=60, deadline=None)
+@given(markets(), st.data())
+def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(market, data):
+    records = _applied(market, **OPTIONS)
+    engine, log, seq = Engine(sc.SYMBOLS, **OPTIONS), Log(), 0
+    writer = SnapshotWriter(min_records=data.draw(st.integers(1, 30)), chunk_entities=data.draw(st.integers(1, 12)))
+    commits = data.draw(st.sets(st.integers(0, max(len(records) - 1, 0))))
+    crash = data.draw(st.none() | st.integers(0, max(len(records) - 1, 0)))
+    i = 0
+    while i < len(records):
+        _apply(engine, records[i])
+        i += 1
+        if i - 1 == crash:  # a transaction cut short (maybe inside a snapshot), then a restart
+            log.transaction(engine, writer, seq, i, marker=False)
+            restored, _ = log.restored()
+            engine = _restored_engine(restored.entities.get("USDT", {}))
+            writer = SnapshotWriter(writer.min_records, writer.chunk_entities, complete=restored.snapshot)
+            i, seq, crash = restored.offsets.get("USDT", {}).get(INPUT, 0), restored.seq, None
+        elif i - 1 in commits:
+            log.transaction(engine, writer, seq, i)
+            seq += 1
+    named = writer.complete  # what the last marker names (one completed in it is named by the next)
+    log.transaction(engine, writer, seq, i)
+
+    from_snapshot, start = log.restored()
+    whole = fold(log.messages)
+    assert from_snapshot.entities.get("USDT", {}) == whole.entities.get("USDT", {}) == _state(engine)
+    assert from_snapshot.offsets == whole.offsets == {"USDT": {INPUT: len(records)}}
+    assert start == (named or 0)
+    # The restored engine decides the same as the one that wrote the log (same state, same queue).
+    again = _restored_engine(from_snapshot.entities.get("USDT", {}))
+    assert again.snapshot() == engine.snapshot()
+
+
+def test_a_snapshot_cut_short_is_never_named_and_its_records_are_discarded():
+    engine, log = Engine(sc.SYMBOLS, **OPTIONS), Log()
+    writer = SnapshotWriter(min_records=1, chunk_entities=1)
+    for i, record in enumerate(sc.STREAM[:6]):
+        _apply(engine, record)
+        log.transaction(engine, writer, i, i + 1)
+    committed, named = _state(engine), snapshot_start(log.messages[-1])
+    assert named > 0  # small chunks: snapshots completed along the way, the last marker names one
+    _apply(engine, sc.STREAM[6])
+    log.transaction(engine, writer, 6, 7, marker=False)  # a snapshot chunk written, then a crash
+    assert any(m.key().startswith(b'["snapshot"') for m in log.messages[-3:])
+    restored, start = log.restored()
+    assert start == named and restored.discarded > 0
+    assert restored.offsets == {"USDT": {INPUT: 6}} and restored.entities["USDT"] == committed
+
+
+def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history():
+    """A long history of the same few entities: the restore reads about twice the state at most."""
+    engine, log = Engine(sc.SYMBOLS, **OPTIONS), Log()
+    writer = SnapshotWriter(min_records=10, chunk_entities=1_000)
+    for record in sc.STREAM[:3]:
+        _apply(engine, record)
+    for n in range(200):
+        engine.changed.update(keys(engine))  # every entity rewritten each transaction
+        log.transaction(engine, writer, n, n)
+    restored, start = log.restored()
+    state = len(keys(engine))
+    assert restored.records <= 3 * (state + 1) + 10
+    assert len(log.messages) > 20 * restored.records  # the history is far longer
+    assert restored.entities["USDT"] == _state(engine)
