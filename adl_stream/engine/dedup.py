@@ -1,27 +1,36 @@
 """De-duplication of input ids (``fill_id``, ``event_id``, ``flow_id``) over an event-time window.
 
-An id is remembered until stream time has moved ``window_ms`` past the event that carried it. A
-record older than the window cannot be proven new, so the engine rejects it as ``late_event``
-rather than risk applying it twice (see :class:`adl_stream.engine.engine.Engine`).
+An id is remembered while a record carrying it could still be accepted: until stream time has
+moved ``window_ms`` past its event. A record older than the window cannot be proven new, so the
+engine rejects it as ``late_event`` rather than risk applying it twice (see
+:class:`adl_stream.engine.engine.Engine`).
 
-Ids are kept by the millisecond of their event: one list per millisecond (a crash brings hundreds
-of fills a millisecond), under a heap of the milliseconds, so an id costs its dict entry and one
-list slot, and the event time is one shared int per millisecond.
+Ids are kept in *segments* of :data:`SEGMENT_MS` of event time (as Kafka Streams' windowed stores
+keep segments): a segment is forgotten whole once its last millisecond has left the window, so an
+id may stay up to a segment longer than the window, never shorter. For the changelog, the ids a
+segment gained since the state was last taken form one *part* (entity ``("s", segment, part)``):
+one record per segment per transaction instead of one per id, and one tombstone per part when the
+segment is forgotten. The parts are a function of the records and of where the changes were
+taken, so a restored window holds the same ids in the same parts.
 """
 
 from __future__ import annotations
 
 import heapq
 
+SEGMENT_MS = 1_000
+
 
 class SeenIds:
-    __slots__ = ("window_ms", "_ids", "_by_ts", "_times")
+    __slots__ = ("window_ms", "_ids", "_parts", "_new", "_segments", "_gone")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self._ids: dict[str, int] = {}  # id -> event time
-        self._by_ts: dict[int, list] = {}  # event time -> [event time, its ids in arrival order]
-        self._times: list[int] = []  # heap of the keys of _by_ts
+        self._ids: dict[str, int] = {}  # id -> its segment
+        self._parts: dict[int, list[tuple[str, ...]]] = {}  # segment -> its parts taken so far
+        self._new: dict[int, list[str]] = {}  # segment -> ids added since the parts were last taken
+        self._segments: list[int] = []  # heap of the segments held
+        self._gone: list[tuple[int, int]] = []  # (segment, part) forgotten since last taken
 
     def __contains__(self, id_: str) -> bool:
         return id_ in self._ids
@@ -29,31 +38,60 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __iter__(self):
-        return iter(self._ids)
-
-    def ts(self, id_: str) -> int | None:
-        return self._ids.get(id_)
-
     def add(self, id_: str, ts: int) -> None:
-        ids = self._by_ts.get(ts)
-        if ids is None:
-            ids = self._by_ts[ts] = [ts]  # the millisecond's one int first, its ids after it
-            heapq.heappush(self._times, ts)
-        self._ids[id_] = ids[0]
-        ids.append(id_)
+        segment = ts // SEGMENT_MS
+        if segment not in self._parts:
+            self._parts[segment] = []
+            heapq.heappush(self._segments, segment)
+        self._ids[id_] = segment
+        new = self._new.get(segment)
+        if new is None:
+            self._new[segment] = [id_]
+        else:
+            new.append(id_)
 
-    def evict(self, now: int) -> list[str]:
-        """Forget (and return) the ids of events older than ``now - window_ms``.
-
-        By event time, not arrival: an id stays exactly as long as a record carrying it could still
-        be accepted, and the set is a function of its contents (a restored set evicts the same ids).
-        """
-        horizon, times, ids = now - self.window_ms, self._times, self._ids
-        evicted = []
-        while times and times[0] < horizon:
-            gone = self._by_ts.pop(heapq.heappop(times))[1:]
-            for id_ in gone:
+    def evict(self, now: int) -> None:
+        """Forget the segments whose last millisecond is older than ``now - window_ms``."""
+        horizon, segments, ids = now - self.window_ms, self._segments, self._ids
+        while segments and (segments[0] + 1) * SEGMENT_MS - 1 < horizon:
+            segment = heapq.heappop(segments)
+            parts = self._parts.pop(segment)
+            for part in parts:
+                for id_ in part:
+                    del ids[id_]
+            for id_ in self._new.pop(segment, ()):
                 del ids[id_]
-            evicted += gone
-        return evicted
+            self._gone += [(segment, n) for n in range(len(parts))]
+
+    # -- as changelog entities (see :mod:`.state`) ----------------------------------------------
+
+    def take(self) -> list[tuple[tuple[int, int], tuple[str, ...] | None]]:
+        """The parts formed since the last call (the ids each segment gained) and the parts
+        forgotten (None), by (segment, part)."""
+        out: list = [(key, None) for key in self._gone]
+        for segment, new in sorted(self._new.items()):
+            parts = self._parts[segment]
+            out.append(((segment, len(parts)), tuple(new)))
+            parts.append(tuple(new))
+        self._new.clear()
+        self._gone = []
+        return out
+
+    def part(self, segment: int, n: int) -> tuple[str, ...] | None:
+        parts = self._parts.get(segment)
+        return parts[n] if parts is not None and n < len(parts) else None
+
+    def part_keys(self) -> list[tuple[int, int]]:
+        return [(segment, n) for segment, parts in self._parts.items() for n in range(len(parts))]
+
+    def restore_part(self, segment: int, n: int, ids: tuple[str, ...]) -> None:
+        """Put back part ``n`` of ``segment`` (parts of a segment in any order)."""
+        parts = self._parts.get(segment)
+        if parts is None:
+            parts = self._parts[segment] = []
+            heapq.heappush(self._segments, segment)
+        while len(parts) <= n:
+            parts.append(())
+        parts[n] = tuple(ids)
+        for id_ in ids:
+            self._ids[id_] = segment

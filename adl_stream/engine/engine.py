@@ -45,7 +45,7 @@ from .records import (
 )
 from .reservations import Reservation, ReservationBook
 from .shortfall import ShortfallContext, decide
-from .state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, SEEN, STREAM_TIME, WALLET
+from .state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, STREAM_TIME, WALLET
 from .symbols import SymbolSpec
 from .wallets import Wallets
 
@@ -190,8 +190,7 @@ class Engine:
             crossed = self.indicators.due(self.stream_time, ts)
             self.stream_time = ts
             changed.add(STREAM_TIME)
-            for id_ in self.seen.evict(ts):
-                changed.add((SEEN, id_))
+            self.seen.evict(ts)  # its parts are taken as changes by state.take_changes
             expired = self.reservations.expire(ts)
             for reservation in expired:
                 position = reservation.position
@@ -222,7 +221,6 @@ class Engine:
         self._wallet_changed(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
         self.book.discard_if_idle(position)
         changed = self.changed
-        changed.add((SEEN, fill.fill_id))
         changed.add((POSITION, fill.symbol, fill.account_id))
         changed.add((WALLET, fill.account_id, spec.settle_asset))
         if fill.kind == ADL:
@@ -273,7 +271,6 @@ class Engine:
             self.funds.check_debit(flow.fund_id, flow.amount)
         self.seen.add(flow.flow_id, flow.ts)
         self.funds.credit(flow.fund_id, flow.amount if flow.kind in FUND_INFLOWS else -flow.amount, self.stream_time)
-        self.changed.add((SEEN, flow.flow_id))
         self._fund_changed(flow.fund_id)
         return outcome
 
@@ -292,7 +289,6 @@ class Engine:
         )
         self.seen.add(shortfall.event_id, shortfall.ts)
         changed = self.changed
-        changed.add((SEEN, shortfall.event_id))
         if decision.outcome == FUND_COVERED:
             self._fund_changed(decision.fund_id)
         for order in orders:

@@ -13,7 +13,9 @@ key                         value
                             ``((time, balance, until), ...)`` (:class:`.funds.FundLedger`)
 ``("m", symbol)``           mark: ``(price, ts)``
 ``("r", order_id, account)`` reservation: ``(symbol, quantity, expires_at)``
-``("s", id)``               a de-duplicated input id: its event time
+``("s", segment, part)``    de-duplicated input ids: the ids an event-time segment gained
+                            between two takes (:mod:`.dedup`); ``("s", id)`` -> event time
+                            is the earlier form, still read
 ``("l", symbol, account)``  the last ADL indicator light published (+ long, - short), 0 for
                             a closed position whose tombstone is still due
 ``("t",)``                  stream time
@@ -62,7 +64,7 @@ def value_of(engine: Engine, key: Key) -> Any:
             return None
         return (reservation.position.symbol, reservation.quantity, reservation.expires_at)
     if kind == SEEN:
-        return engine.seen.ts(key[1])
+        return engine.seen.part(key[1], key[2])
     if kind == LIGHT:
         position = engine.book.get(key[2], key[1])
         if position is not None and position.light:
@@ -82,7 +84,7 @@ def keys(engine: Engine) -> list[Key]:
     out += [(FUND_HISTORY, fund_id) for fund_id in funds.histories()]
     out += [(MARK, symbol) for symbol in engine.marks]
     out += [(RESERVATION, r.order_id, r.position.account_id) for r in engine.reservations]
-    out += [(SEEN, id_) for id_ in engine.seen]
+    out += [(SEEN, segment, n) for segment, n in engine.seen.part_keys()]
     out += [(LIGHT, p.symbol, p.account_id) for p in engine.book if p.light]
     out += [(LIGHT, symbol, account) for symbol, account in engine.indicators.unlit]
     if engine.stream_time >= 0:
@@ -93,7 +95,8 @@ def keys(engine: Engine) -> list[Key]:
 def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
     """The entities changed since the last call, sorted by key, with their values now."""
     changed, engine.changed = engine.changed, set()
-    return [(key, value_of(engine, key)) for key in sorted(changed)]
+    return [(key, value_of(engine, key)) for key in sorted(changed)] + [
+        ((SEEN, segment, n), ids) for (segment, n), ids in engine.seen.take()]
 
 
 def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
@@ -117,6 +120,8 @@ def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
             engine.marks[key[1]] = tuple(value)
         elif kind == RESERVATION:
             reservations.append((key, value))
+        elif kind == SEEN and len(key) == 3:
+            engine.seen.restore_part(key[1], key[2], value)
         elif kind == SEEN:
             engine.seen.add(key[1], value)
         elif kind == LIGHT:

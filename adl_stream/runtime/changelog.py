@@ -91,6 +91,8 @@ def _typed(key: Key, value: Any):
         return (Decimal(value[0]), value[1])
     if kind == RESERVATION:
         return (value[0], Decimal(value[1]), value[2])
+    if kind == SEEN and len(key) == 3:
+        return tuple(value)
     if kind not in (SEEN, LIGHT, STREAM_TIME[0]):
         raise ValueError(f"unknown changelog entity {key!r}")
     return value

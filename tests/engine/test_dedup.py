@@ -1,0 +1,56 @@
+"""The de-duplication window in segments: one changelog part per segment per take, whole segments
+forgotten, never an id before its window has passed, and a window restored from its parts."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adl_stream.engine.dedup import SEGMENT_MS, SeenIds
+
+
+def test_a_take_gives_one_part_per_segment_and_eviction_gives_their_tombstones():
+    seen = SeenIds(window_ms=5_000)
+    for i, ts in enumerate([100, 200, 1_500, 1_600, 1_700]):
+        seen.add(f"id{i}", ts)
+    assert seen.take() == [((0, 0), ("id0", "id1")), ((1, 0), ("id2", "id3", "id4"))]
+    seen.add("id5", 900)
+    assert seen.take() == [((0, 1), ("id5",))]  # the segment's second part
+    assert seen.take() == []
+    seen.evict(5_999)  # segment 0 ends at 999 ms: 999 >= 5999 - 5000, kept
+    assert "id0" in seen and seen.take() == []
+    seen.evict(6_000)
+    assert "id0" not in seen and "id5" not in seen and "id2" in seen
+    assert seen.take() == [((0, 0), None), ((0, 1), None)]
+
+
+@given(st.lists(st.tuples(st.integers(0, 20_000), st.booleans()), max_size=60), st.integers(1, 8_000))
+def test_an_id_stays_its_window_and_a_restored_window_holds_the_same_parts(events, window):
+    seen, log, now, accepted = SeenIds(window), {}, -1, {}
+
+    def take():
+        for key, ids in seen.take():
+            if ids is None:
+                log.pop(key, None)
+            else:
+                log[key] = ids
+
+    for i, (ts, taking) in enumerate(events):
+        if ts >= now - window:  # what the engine accepts; older is a late_event
+            seen.add(f"id{i}", ts)
+            accepted[f"id{i}"] = ts
+        now = max(now, ts)
+        seen.evict(now)
+        if taking:
+            take()
+    take()
+    for id_, ts in accepted.items():
+        if ts >= now - window:
+            assert id_ in seen, "an id was forgotten inside its window"
+        if id_ in seen:
+            assert (ts // SEGMENT_MS + 1) * SEGMENT_MS - 1 >= now - window, "kept beyond its segment"
+    assert sorted(log) == sorted(seen.part_keys())
+    restored = SeenIds(window)
+    for (segment, n), ids in sorted(log.items(), reverse=True):  # in any order
+        restored.restore_part(segment, n, ids)
+    assert sorted(restored.part_keys()) == sorted(log)
+    assert all(restored.part(*key) == seen.part(*key) for key in log)
+    assert {id_ for id_ in accepted if id_ in restored} == {id_ for id_ in accepted if id_ in seen}
