@@ -19,6 +19,8 @@ from __future__ import annotations
 import heapq
 
 SEGMENT_MS = 1_000
+PART_IDS = 2_000
+"""Most ids in one part (one changelog record): a segment's ids of one take form several parts."""
 
 
 class SeenIds:
@@ -71,8 +73,10 @@ class SeenIds:
         out: list = [(key, None) for key in self._gone]
         for segment, new in sorted(self._new.items()):
             parts = self._parts[segment]
-            out.append(((segment, len(parts)), tuple(new)))
-            parts.append(tuple(new))
+            for start in range(0, len(new), PART_IDS):
+                part = tuple(new[start:start + PART_IDS])
+                out.append(((segment, len(parts)), part))
+                parts.append(part)
         self._new.clear()
         self._gone = []
         return out

@@ -130,10 +130,18 @@ def snapshot_key(slot: int, chunk: int) -> bytes:
     return json.dumps(["snapshot", slot, chunk], separators=(",", ":")).encode()
 
 
-def encode_chunk(entities: Iterable[tuple[str, Key, Any]]) -> bytes:
+def chunk_entry(asset: str, key: Key, value: Any) -> bytes:
+    """One entity of a snapshot record (see :func:`join_chunk`)."""
+    return json.dumps([[asset, *key], _plain(key, value)], separators=(",", ":")).encode()
+
+
+def join_chunk(entries: Iterable[bytes]) -> bytes:
     """A snapshot record's value: ``[[[asset, *key], value], ...]`` (no tombstones)."""
-    return json.dumps([[[asset, *key], _plain(key, value)] for asset, key, value in entities],
-                      separators=(",", ":")).encode()
+    return b"[" + b",".join(entries) + b"]"
+
+
+def encode_chunk(entities: Iterable[tuple[str, Key, Any]]) -> bytes:
+    return join_chunk(chunk_entry(*entity) for entity in entities)
 
 
 def decode_chunk(raw: bytes):

@@ -6,7 +6,7 @@ transaction beside the ordinary entity records, so no transaction stalls on a la
 
 - when it starts, the keys of every entity of the task are listed;
 - each transaction then writes the values those keys have *at that moment* (a key gone by then is
-  skipped), at most ``chunk_entities`` of them, in records of :data:`ENTITIES_PER_RECORD`;
+  skipped), at most ``chunk_entities`` of them, in records of at most :data:`RECORD_BYTES`;
 - the offset of the first snapshot record (``start``) is known from its delivery report; once the
   last chunk is committed, every later commit marker carries ``start`` in its header
   :data:`~.changelog.SNAPSHOT_HEADER`.
@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.state import Key, keys, value_of
-from .changelog import MARKER_KEYS, encode_chunk, snapshot_key
+from .changelog import MARKER_KEYS, chunk_entry, join_chunk, snapshot_key
 
-ENTITIES_PER_RECORD = 2_000
-"""Entities in one snapshot record (a record stays well under Kafka's 1 MB default)."""
+RECORD_BYTES = 256 * 1024
+"""A snapshot record ends once its entities reach this size (well under Kafka's 1 MB default
+``message.max.bytes``; a record holds at least one entity)."""
 
 #: produce(raw key, raw value, on_offset) to the task's changelog partition; ``on_offset``, if not
 #: None, is called with the record's offset once it is delivered
@@ -98,22 +99,24 @@ class SnapshotWriter:
         """Write the next chunk (at most ``chunk_entities`` entities); returns the records produced."""
         pending, written, budget = self._pending, 0, self.chunk_entities
         while pending and budget > 0:
-            batch = []
-            while pending and len(batch) < min(ENTITIES_PER_RECORD, budget):
+            batch, size = [], 0
+            while pending and budget > 0 and size < RECORD_BYTES:
                 engine, asset, key = pending.popleft()
                 value = value_of(engine, key)
                 if value is not None:
-                    batch.append((asset, key, value))
+                    entry = chunk_entry(asset, key, value)
+                    batch.append(entry)
+                    size += len(entry) + 1
                 budget -= 1
             if batch:
                 first = self._chunk == 0
-                produce(snapshot_key(self.slot, self._chunk), encode_chunk(batch),
+                produce(snapshot_key(self.slot, self._chunk), join_chunk(batch),
                         self._started.append if first else None)
                 self._chunk += 1
                 written += 1
         if not pending:
             if self._chunk == 0:  # nothing at all to hold: an empty state starts anywhere
-                produce(snapshot_key(self.slot, 0), encode_chunk([]), self._started.append)
+                produce(snapshot_key(self.slot, 0), join_chunk([]), self._started.append)
                 written += 1
             self._pending = None
         return written

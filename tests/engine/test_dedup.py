@@ -4,7 +4,7 @@ forgotten, never an id before its window has passed, and a window restored from 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adl_stream.engine.dedup import SEGMENT_MS, SeenIds
+from adl_stream.engine.dedup import PART_IDS, SEGMENT_MS, SeenIds
 
 
 def test_a_take_gives_one_part_per_segment_and_eviction_gives_their_tombstones():
@@ -54,3 +54,12 @@ def test_an_id_stays_its_window_and_a_restored_window_holds_the_same_parts(event
     assert sorted(restored.part_keys()) == sorted(log)
     assert all(restored.part(*key) == seen.part(*key) for key in log)
     assert {id_ for id_ in accepted if id_ in restored} == {id_ for id_ in accepted if id_ in seen}
+
+
+def test_a_take_splits_a_busy_segment_into_parts_of_bounded_size():
+    seen = SeenIds(window_ms=60_000)
+    for i in range(2 * PART_IDS + 500):
+        seen.add(f"fill-{i}", 5_000 + i % SEGMENT_MS)  # all in segment 5
+    parts = seen.take()
+    assert [(key, len(ids)) for key, ids in parts] == [((5, 0), PART_IDS), ((5, 1), PART_IDS), ((5, 2), 500)]
+    assert [id_ for _, ids in parts for id_ in ids] == [f"fill-{i}" for i in range(2 * PART_IDS + 500)]

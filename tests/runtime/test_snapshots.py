@@ -1,22 +1,25 @@
 """Snapshots in the changelog: a restore from the latest complete snapshot plus the tail after it
 equals a restore from the whole history, whatever the cut and snapshot points."""
 
+from decimal import Decimal as D
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adl_stream.engine import Engine
+from adl_stream.engine import Engine, Fill
 from adl_stream.engine.state import keys, restore, value_of
 from adl_stream.runtime.changelog import (
     SEQ_HEADER,
     SNAPSHOT_HEADER,
     TXN_HEADER,
+    decode_chunk,
     encode_marker,
     fold,
     marker_key,
     snapshot_start,
     write_changes,
 )
-from adl_stream.runtime.snapshots import SnapshotWriter
+from adl_stream.runtime.snapshots import RECORD_BYTES, SnapshotWriter
 from tests import scenarios as sc
 from tests.engine.test_properties import markets
 from tests.engine.test_state import OPTIONS, _applied, _apply
@@ -149,3 +152,20 @@ def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history()
     assert restored.records <= 3 * (state + 1) + 10
     assert len(log.messages) > 20 * restored.records  # the history is far longer
     assert restored.entities["USDT"] == _state(engine)
+
+
+def test_snapshot_records_stay_under_the_record_size_however_large_the_entities():
+    engine = Engine(sc.SYMBOLS, reservation_timeout_ms=60_000, dedup_window_ms=3_600_000)
+    for i in range(12_000):  # 12,000 fills within one second: parts of 2,000 ids each
+        engine.apply(Fill(f"a-rather-long-fill-identifier-{i:08d}", f"A{i % 50}", "BTCUSDT", "BUY",
+                          D("0.001"), D(100), D(0), "TRADE", None, 1_000 + i % 1_000))
+    write_changes(lambda *_: None, "USDT", engine)
+    records = []
+    writer = SnapshotWriter(min_records=1, chunk_entities=10**9)
+    writer.start([(engine, "USDT", keys(engine))])
+    writer.write(lambda key, value, on_offset=None: records.append(value))
+    assert len(records) > 1 and all(len(r) <= RECORD_BYTES + 200_000 for r in records)
+    entities = {}
+    for raw in records:
+        entities.update({key: value for _, key, value in decode_chunk(raw)})
+    assert entities == _state(engine)
