@@ -24,7 +24,7 @@ PART_IDS = 2_000
 
 
 class SeenIds:
-    __slots__ = ("window_ms", "_ids", "_parts", "_new", "_segments", "_gone")
+    __slots__ = ("_gone", "_ids", "_new", "_parts", "_segments", "window_ms")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms

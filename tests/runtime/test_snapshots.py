@@ -147,7 +147,7 @@ def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history()
     for n in range(200):
         engine.changed.update(keys(engine))  # every entity rewritten each transaction
         log.transaction(engine, writer, n, n)
-    restored, start = log.restored()
+    restored, _ = log.restored()
     state = len(keys(engine))
     assert restored.records <= 3 * (state + 1) + 10
     assert len(log.messages) > 20 * restored.records  # the history is far longer
