@@ -137,3 +137,16 @@ def page_html(document: dict, png: bytes) -> str:
             f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
             f"<p>Inputs: {inputs}. The figures of compare.json.</p>"
             + "".join(html_table(*t) for t in tables(document)) + "\n")
+
+
+#: The demo's short comparison: (column title, key of the report entry).
+SHORT = (("allocation", "policy"), ("ADL", "adl_shortfalls"), ("orders", "orders"),
+         ("accounts", "accounts_touched"), ("haircut", "haircut_total"),
+         ("max share of PnL", "max_haircut_share_of_pnl"), ("later shortfalls", "later_shortfalls"))
+
+
+def short_table(document: dict) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """``(columns, rows)`` of the demo's comparison: one row per policy, named by its allocation."""
+    rows = [tuple(e["policy"].split("/", 1)[1] if key == "policy" else cell(e[key]) for _, key in SHORT)
+            for e in document["policies"]]
+    return tuple(title for title, _ in SHORT), rows
