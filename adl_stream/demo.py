@@ -236,8 +236,9 @@ def compare_policies(scenario: Scenario, settings: Settings, output: Path, conso
     crash = "the same crash" if accounts == scenario.accounts else f"the same crash with its first {accounts:,} traders"
     table = Table(title=f"ADL policies compared: {crash}, each policy's orders filled by the simulated exchange "
                         f"(trigger {settings.trigger_policy}; compare.json)")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "allocation" else "right")
+    for column in columns:  # the policy's name never cut; a figure wraps on a narrow terminal, never cut
+        table.add_column(column, justify="left" if column == "allocation" else "right",
+                         no_wrap=column == "allocation", overflow="fold")
     for row in rows:
         table.add_row(*row)
     console.print(table)
