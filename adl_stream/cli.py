@@ -191,6 +191,7 @@ def _names(value: str | None, default: tuple[str, ...]) -> list[str]:
 
 def _compare(args: argparse.Namespace) -> int:
     """``adl-stream compare``: the same crash under several policies (adl_stream/compare.py)."""
+    import os
     from decimal import Decimal, InvalidOperation
     from pathlib import Path
 
@@ -200,7 +201,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare_view import print_tables, write_files
 
     console = Console(stderr=args.json)
-    if args.from_topics and not (args.config or __import__("os").environ.get("ADL_CONFIG")):
+    if args.from_topics and not (args.config or os.environ.get("ADL_CONFIG")):
         print("adl-stream compare: --from-topics reads the topics of a settings file: give --config FILE "
               "(or $ADL_CONFIG)", file=sys.stderr)
         return EXIT_USAGE

@@ -143,15 +143,62 @@ class Hit:
         return RATIO.divide(EXACT.multiply(left, self.mark), equity) if equity > ZERO else None
 
 
+class Tally:
+    """The running figures of one policy's hits: what :func:`report` needs, without keeping the
+    hits (a spreading policy on a large crash gives millions)."""
+
+    def __init__(self) -> None:
+        self.orders = 0
+        self.adl_quantity = ZERO
+        self.adl_notional = ZERO
+        self.haircut_total = ZERO
+        self.haircut_of: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        self.closed_fully = 0
+        self.max_share_of_pnl: float | None = None
+        self.max_share_of_equity: float | None = None
+        self.share_of_pnl: dict[str, float] = {}
+        """Account -> its largest haircut ÷ uPnL before the ADL (positions in profit)."""
+        self.max_leverage: Decimal | None = None
+        self.unbounded = False
+
+    def add(self, hit: Hit) -> None:
+        with decimal.localcontext(EXACT):
+            haircut = hit.haircut
+            self.orders += 1
+            self.adl_quantity += hit.quantity
+            self.adl_notional += hit.quantity * hit.price
+            self.haircut_total += haircut
+            self.haircut_of[hit.account_id] += haircut
+            self.closed_fully += hit.closed_fully
+            if hit.upnl > ZERO:
+                share = _ratio(haircut, hit.upnl)
+                self.max_share_of_pnl = _max(self.max_share_of_pnl, share)
+                self.share_of_pnl[hit.account_id] = _max(self.share_of_pnl.get(hit.account_id), share)
+            if hit.equity > ZERO:
+                self.max_share_of_equity = _max(self.max_share_of_equity, _ratio(haircut, hit.equity))
+            leverage = hit.leverage_after()
+            if leverage is None:
+                self.unbounded = True
+            else:
+                self.max_leverage = leverage if self.max_leverage is None else max(self.max_leverage, leverage)
+
+
+def _max(held, value):
+    return value if held is None else max(held, value)
+
+
 @dataclass
 class PolicyRun:
-    """What one policy did to the crash: every decision and order in processing order, a
-    :class:`Hit` per order, and (recorded mode) how the counterfactual had to bend the record."""
+    """What one policy did to the crash: every decision in processing order, the :class:`Tally`
+    of its orders, and (``keep``) every order and :class:`Hit`; in recorded mode, how the
+    counterfactual had to bend the record (``notes``)."""
 
     policy: str
+    keep: bool = True
     decisions: list[ShortfallDecision] = field(default_factory=list)
     orders: list[AdlOrder] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
     notes: Counter = field(default_factory=Counter)
 
 
@@ -159,14 +206,15 @@ class Recorder:
     """``observer(engine, record, outcome)``: notes each decision and, for each of its orders, the
     counterparty's state, read from the engine right after the decision (orders not filled yet)."""
 
-    def __init__(self, policy: str) -> None:
-        self.run = PolicyRun(policy)
+    def __init__(self, policy: str, keep: bool = True) -> None:
+        self.run = PolicyRun(policy, keep)
 
     def __call__(self, engine: Engine, record, outcome) -> None:
         decision = outcome.decision
         if decision is None:
             return
-        self.run.decisions.append(decision)
+        run = self.run
+        run.decisions.append(decision)
         if not outcome.orders:
             return
         mark = engine.mark(record.symbol) or record.bankruptcy_price
@@ -174,21 +222,23 @@ class Recorder:
         with decimal.localcontext(EXACT):
             for order in outcome.orders:
                 position = engine.book.get(order.account_id, order.symbol)
-                self.run.orders.append(order)
-                self.run.hits.append(Hit(order.shortfall_event_id, order.ts, order.account_id, order.symbol,
-                                         order.side, order.quantity, order.price, mark,
-                                         position.quantity.copy_abs(), position.upnl(mark),
-                                         engine.equity(order.account_id, asset)))
+                hit = Hit(order.shortfall_event_id, order.ts, order.account_id, order.symbol, order.side,
+                          order.quantity, order.price, mark, position.quantity.copy_abs(), position.upnl(mark),
+                          engine.equity(order.account_id, asset))
+                run.tally.add(hit)
+                if run.keep:
+                    run.orders.append(order)
+                    run.hits.append(hit)
 
 
 # -- running -------------------------------------------------------------------------------------
 
 
-def run_scenario(scenario, symbols: Mapping[str, SymbolSpec] | None, spec: PolicySpec) -> PolicyRun:
+def run_scenario(scenario, symbols: Mapping[str, SymbolSpec] | None, spec: PolicySpec, keep: bool = True) -> PolicyRun:
     """The simulator's crash under ``spec``: the simulated exchange fills this policy's orders."""
     from .simulation.market import MarketSimulator
 
-    recorder = Recorder(spec.name)
+    recorder = Recorder(spec.name, keep)
     simulator = MarketSimulator(scenario, symbols, trigger=spec.trigger(), ranking=spec.allocation(),
                                 observer=recorder)
     for _ in simulator.records():
@@ -197,10 +247,11 @@ def run_scenario(scenario, symbols: Mapping[str, SymbolSpec] | None, spec: Polic
 
 
 def run_records(by_asset: Mapping[str, Iterable], symbols: Mapping[str, SymbolSpec], spec: PolicySpec, *,
-                reservation_timeout_ms: int = 60_000, dedup_window_ms: int = 86_400_000) -> PolicyRun:
+                reservation_timeout_ms: int = 60_000, dedup_window_ms: int = 86_400_000,
+                keep: bool = True) -> PolicyRun:
     """Recorded input records (per settle asset, in processing order) decided again under ``spec``,
     each of its orders filled at once, the recorded ``ADL`` fills ignored (see the module's doc)."""
-    recorder = Recorder(spec.name)
+    recorder = Recorder(spec.name, keep)
     notes = recorder.run.notes
     for asset in sorted(by_asset):
         engine = Engine({n: s for n, s in symbols.items() if s.settle_asset == asset}, trigger=spec.trigger(),
@@ -263,16 +314,6 @@ def _ratio(numerator: Decimal, denominator: Decimal) -> float:
     return float(RATIO.divide(numerator, denominator))
 
 
-def shares_of_pnl(run: PolicyRun) -> dict[str, float]:
-    """Account -> its largest haircut ÷ its positive uPnL before that ADL (accounts in profit)."""
-    shares: dict[str, float] = {}
-    for hit in run.hits:
-        if hit.upnl > ZERO:
-            share = _ratio(hit.haircut, hit.upnl)
-            shares[hit.account_id] = max(share, shares.get(hit.account_id, share))
-    return shares
-
-
 def gini(values: Sequence[Decimal]) -> float | None:
     """Gini coefficient of non-negative amounts (None for none; 0 when all are 0):
     ``2 Σ i x_(i) / (n Σ x) - (n + 1) / n`` over the ascending order."""
@@ -290,39 +331,31 @@ def gini(values: Sequence[Decimal]) -> float | None:
 def report(run: PolicyRun) -> dict:
     """One policy's figures (:data:`REPORT_KEYS`): decimals exact, ratios floats, None when there is
     nothing to measure (no ADL; no account in profit)."""
+    tally, decisions = run.tally, run.decisions
     with decimal.localcontext(EXACT):
-        decisions, orders, hits = run.decisions, run.orders, run.hits
-        haircut_of: dict[str, Decimal] = defaultdict(lambda: ZERO)
-        for hit in hits:
-            haircut_of[hit.account_id] += hit.haircut
-        pnl = [_ratio(h.haircut, h.upnl) for h in hits if h.upnl > ZERO]
-        equity = [_ratio(h.haircut, h.equity) for h in hits if h.equity > ZERO]
-        leverages = [h.leverage_after() for h in hits]
-        if not leverages:
-            max_leverage = None
-        elif any(lev is None for lev in leverages):
-            max_leverage = UNBOUNDED
-        else:
-            max_leverage = float(max(leverages))
         in_time = sorted(range(len(decisions)), key=lambda i: decisions[i].ts)  # stable: processing order
         first = next((n for n, i in enumerate(in_time) if decisions[i].orders > 0), None)
         later = [] if first is None else [decisions[i] for i in in_time[first + 1:]]
+        if tally.unbounded:
+            max_leverage = UNBOUNDED
+        else:
+            max_leverage = None if tally.max_leverage is None else float(tally.max_leverage)
         entry = {
             "policy": run.policy,
             "shortfalls": len(decisions),
             "fund_covered_shortfalls": sum(1 for d in decisions if d.outcome == FUND_COVERED),
             "adl_shortfalls": sum(1 for d in decisions if d.outcome != FUND_COVERED),
             "fund_paid": sum((d.fund_covered for d in decisions), ZERO),
-            "orders": len(orders),
-            "adl_quantity": sum((o.quantity for o in orders), ZERO),
-            "adl_notional": sum((o.quantity * o.price for o in orders), ZERO),
+            "orders": tally.orders,
+            "adl_quantity": tally.adl_quantity,
+            "adl_notional": tally.adl_notional,
             "unfilled_quantity": sum((d.unfilled_quantity for d in decisions), ZERO),
-            "haircut_total": sum((h.haircut for h in hits), ZERO),
-            "accounts_touched": len(haircut_of),
-            "positions_closed_fully": sum(1 for h in hits if h.closed_fully),
-            "max_haircut_share_of_pnl": max(pnl, default=None),
-            "max_haircut_share_of_equity": max(equity, default=None),
-            "haircut_gini": gini([max(v, ZERO) for v in haircut_of.values()]),
+            "haircut_total": tally.haircut_total,
+            "accounts_touched": len(tally.haircut_of),
+            "positions_closed_fully": tally.closed_fully,
+            "max_haircut_share_of_pnl": tally.max_share_of_pnl,
+            "max_haircut_share_of_equity": tally.max_share_of_equity,
+            "haircut_gini": gini([max(v, ZERO) for v in tally.haircut_of.values()]),
             "max_leverage_after": max_leverage,
             "later_shortfalls": len(later),
             "later_shortfall_total": sum((d.shortfall for d in later), ZERO),
@@ -333,59 +366,83 @@ def report(run: PolicyRun) -> dict:
 
 @dataclass
 class Comparison:
+    """The report of every policy (``entries``, in order), each one's shares of PnL per account
+    (for the picture), and the runs themselves when kept."""
+
     mode: str
     inputs: dict
-    runs: list[PolicyRun]
+    entries: list[dict]
+    shares_of_pnl: dict[str, list[float]]
+    runs: list[PolicyRun] = field(default_factory=list)
 
     def document(self) -> dict:
         """``compare.json``: ``{"mode", "inputs", "policies": [one entry per policy]}``, JSON-ready."""
-        return plain({"mode": self.mode, "inputs": self.inputs, "policies": [report(run) for run in self.runs]})
+        return plain({"mode": self.mode, "inputs": self.inputs, "policies": self.entries})
 
     def json(self) -> str:
         return json.dumps(self.document(), indent=2) + "\n"
 
 
+class _Collector:
+    """Runs one policy after another, keeping each one's report (and the run, ``keep``)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.entries: list[dict] = []
+        self.shares: dict[str, list[float]] = {}
+        self.runs: list[PolicyRun] = []
+
+    def add(self, run: PolicyRun) -> PolicyRun:
+        self.entries.append(report(run))
+        self.shares[run.policy] = sorted(run.tally.share_of_pnl.values(), reverse=True)
+        if self.keep:
+            self.runs.append(run)
+        return run
+
+
 def compare_scenario(scenario, symbols: Mapping[str, SymbolSpec] | None, specs: Sequence[PolicySpec],
-                     progress=None) -> Comparison:
+                     progress=None, keep: bool = False) -> Comparison:
     """The simulator's crash once per policy (``progress(spec)`` before each)."""
     from .simulation.market import MarketSimulator, default_symbols
 
     symbols = dict(symbols or default_symbols())
-    runs = []
+    collector = _Collector(keep)
     for spec in specs:
         if progress:
             progress(spec)
-        runs.append(run_scenario(scenario, symbols, spec))
+        collector.add(run_scenario(scenario, symbols, spec, keep))
     fund_seed = MarketSimulator(scenario, symbols).fund_seed
     inputs = {
         "accounts": scenario.accounts, "seed": scenario.seed, "crash_depth": scenario.crash_depth,
         "rebound": scenario.rebound, "crash_steps": scenario.crash_steps, "start_ts": scenario.start_ts,
         "fund_seed": fund_seed, "symbols": sorted(symbols), **_policy_settings(specs),
     }
-    return Comparison("scenario", inputs, runs)
+    return Comparison("scenario", inputs, collector.entries, collector.shares, collector.runs)
 
 
-def compare_recorded(settings, specs: Sequence[PolicySpec], progress=None, config: str | None = None) -> Comparison:
+def compare_recorded(settings, specs: Sequence[PolicySpec], progress=None, config: str | None = None,
+                     keep: bool = False) -> Comparison:
     """The recorded inputs of ``settings``' topics decided again under each policy."""
     from .runtime.recorded import read_recorded
 
     recorded = read_recorded(settings)
-    runs = []
+    collector, notes = _Collector(keep), {}
     for spec in specs:
         if progress:
             progress(spec)
-        runs.append(run_records(recorded.by_asset, settings.symbols, spec,
-                                reservation_timeout_ms=settings.reservation_timeout_ms,
-                                dedup_window_ms=settings.dedup_window_ms))
+        run = collector.add(run_records(recorded.by_asset, settings.symbols, spec,
+                                        reservation_timeout_ms=settings.reservation_timeout_ms,
+                                        dedup_window_ms=settings.dedup_window_ms, keep=keep))
+        notes[run.policy] = dict(sorted(run.notes.items()))
     inputs = {
         "config": config, "topics": list(settings.topics.inputs()), "records": recorded.read,
         "left_out": dict(sorted(recorded.left_out.items())),
         "records_by_settle_asset": {a: len(r) for a, r in recorded.by_asset.items()},
         "recorded_policy": f"{settings.trigger_policy}/{settings.ranking_policy}",
         **_policy_settings(specs),
-        "counterfactual": {run.policy: dict(sorted(run.notes.items())) for run in runs},
+        "counterfactual": notes,
     }
-    return Comparison("recorded", inputs, runs)
+    return Comparison("recorded", inputs, collector.entries, collector.shares, collector.runs)
 
 
 def _policy_settings(specs: Sequence[PolicySpec]) -> dict:

@@ -14,7 +14,7 @@ import html
 from decimal import Decimal
 from pathlib import Path
 
-from .compare import Comparison, shares_of_pnl
+from .compare import Comparison
 
 #: The two tables of the comparison: (title, ((column title, key of the report entry), ...)).
 TABLES = (
@@ -87,16 +87,14 @@ def figure(comparison: Comparison):
     touched.set_ylabel("accounts touched")
     for axes in (haircuts, touched):
         axes.set_xticks(list(positions), names, rotation=20, ha="right", fontsize=8)
-    for run in comparison.runs:
-        values = sorted(shares_of_pnl(run).values(), reverse=True)
+    for name, values in comparison.shares_of_pnl.items():
         if values:
-            shares.plot(range(1, len(values) + 1), values, color=colours[run.policy], label=run.policy,
-                        drawstyle="steps-post")
+            shares.plot(range(1, len(values) + 1), values, color=colours[name], label=name, drawstyle="steps-post")
     shares.set_xscale("log")
     shares.axhline(0, color="black", linewidth=0.8)
     shares.set_xlabel("accounts deleveraged while in profit, largest share first")
     shares.set_ylabel("haircut ÷ uPnL before the ADL\n(largest per account)")
-    if comparison.runs:
+    if any(comparison.shares_of_pnl.values()):
         shares.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"adl-stream compare ({comparison.mode}): who pays under each policy")
     fig.tight_layout()

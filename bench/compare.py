@@ -21,7 +21,7 @@ def run(accounts: int, triggers=TRIGGERS, allocations=ALLOCATIONS) -> list[dict]
     rows = []
     for spec in policy_specs(triggers, allocations, fund_floor=floor):
         started = time.perf_counter()
-        entry = report(run_scenario(scenario, None, spec))
+        entry = report(run_scenario(scenario, None, spec, keep=False))
         rows.append({"policy": spec.name, "accounts": accounts, "shortfalls": entry["shortfalls"],
                      "orders": entry["orders"], "seconds": round(time.perf_counter() - started, 2)})
     rows.append({"policy": "all", "accounts": accounts, "shortfalls": sum(r["shortfalls"] for r in rows),

@@ -52,7 +52,7 @@ def test_compare_from_topics_decides_as_the_processor_did(settings, start_proces
 
     config = write_settings(settings, tmp_path / "adl.toml")
     loaded = load_settings(config)
-    (run,) = compare_recorded(loaded, [PolicySpec("fund-exhausted", "pro-rata")]).runs
+    (run,) = compare_recorded(loaded, [PolicySpec("fund-exhausted", "pro-rata")], keep=True).runs
     assert sorted(run.decisions, key=lambda d: d.event_id) == sorted(decisions, key=lambda d: d.event_id)
     assert sorted(run.orders, key=lambda o: o.order_id) == sorted(orders, key=lambda o: o.order_id)
     assert dict(run.notes) == {"adl_fills_ignored": 2 * len(orders)}
