@@ -185,6 +185,67 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str | None, default: tuple[str, ...]) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else list(default)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``adl-stream compare``: the same crash under several policies (adl_stream/compare.py)."""
+    import os
+    from decimal import Decimal, InvalidOperation
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .compare import ALLOCATIONS, TRIGGERS, compare_recorded, compare_scenario, policy_specs
+    from .compare_view import print_tables, write_files
+
+    console = Console(stderr=args.json)
+    if args.from_topics and not (args.config or os.environ.get("ADL_CONFIG")):
+        print("adl-stream compare: --from-topics reads the topics of a settings file: give --config FILE "
+              "(or $ADL_CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        decimals = {name: Decimal(value) for name, value in (("fund_floor", args.fund_floor),
+                    ("drawdown_pct", args.drawdown_pct), ("haircut_cap", args.haircut_cap)) if value is not None}
+    except InvalidOperation:
+        print("adl-stream compare: --fund-floor, --drawdown-pct and --haircut-cap take decimal numbers, "
+              "e.g. --drawdown-pct 30", file=sys.stderr)
+        return EXIT_USAGE
+    settings = scenario = None
+    if args.from_topics:
+        settings = _settings(args, bootstrap_servers=args.bootstrap_servers, log_format=args.log_format,
+                             log_level=args.log_level)
+        defaults = {"fund_floor": settings.fund_floor, "drawdown_pct": settings.drawdown_pct or Decimal(30),
+                    "drawdown_window_ms": settings.drawdown_window_ms, "haircut_cap": settings.haircut_cap}
+    else:
+        from .simulation.market import MarketSimulator
+
+        scenario = _scenario(args)
+        defaults = {"fund_floor": MarketSimulator(scenario).fund_seed / 2, "drawdown_pct": Decimal(30),
+                    "drawdown_window_ms": 28_800_000, "haircut_cap": Decimal(1)}
+    if args.drawdown_window_ms is not None:
+        defaults["drawdown_window_ms"] = args.drawdown_window_ms
+    try:
+        specs = policy_specs(_names(args.triggers, TRIGGERS), _names(args.policies, ALLOCATIONS),
+                             **{**defaults, **decimals})
+    except ValueError as exc:
+        print(f"adl-stream compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = lambda spec: console.print(f"deciding the crash under {spec.name} ...")  # noqa: E731
+    if settings is not None:
+        comparison = compare_recorded(settings, specs, progress, config=args.config)
+    else:
+        comparison = compare_scenario(scenario, None, specs, progress)
+    files = write_files(comparison, Path(args.output))
+    if args.json:
+        print(comparison.json(), end="")
+    else:
+        print_tables(comparison.document(), console)
+    console.print("Files: " + ", ".join(str(p) for p in files))
+    return 0
+
+
 def _broker(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -349,6 +410,29 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--symbol", help="also show this symbol's ADL queues (default: none)")
     inspect.add_argument("--top", type=int, default=10, help="queue places shown")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    compare = _subcommand(
+        commands, "compare", "the same crash decided under several trigger/allocation policies, side by side",
+        "Scenario mode (default): the simulator's crash, run once per policy; the simulated exchange fills each "
+        "policy's own orders. Recorded mode (--config FILE --from-topics): the recorded input topics, read to "
+        "their end, decided again under each policy, its orders filled at once, the recorded ADL fills ignored. "
+        "Prints a table and writes compare.json, compare.png and compare.html.", _compare)
+    _config_flags(compare)
+    compare.add_argument("--from-topics", action="store_true", help="recorded mode: decide the input topics of "
+                         "--config again instead of simulating a crash")
+    _scenario_flags(compare, 2_000)
+    compare.add_argument("--policies", metavar="NAME,...", help="allocation policies (default: all, "
+                         "pnl-leverage,mark-entry-leverage,pro-rata,pnl-pro-rata,min-max-leverage)")
+    compare.add_argument("--triggers", metavar="NAME,...", help="trigger policies (default: all, "
+                         "fund-exhausted,fund-floor,drawdown)")
+    compare.add_argument("--fund-floor", metavar="AMOUNT", help="fund-floor's floor (default: scenario, half the "
+                         "fund's seed; recorded, the settings' fund_floor)")
+    compare.add_argument("--drawdown-pct", metavar="PCT", help="drawdown's percent (default: the settings', else 30)")
+    compare.add_argument("--drawdown-window-ms", type=int, metavar="MS", help="drawdown's window of event time "
+                         "(default: the settings', else 8 h)")
+    compare.add_argument("--haircut-cap", metavar="X", help="pnl-pro-rata's cap (default: the settings', else 1)")
+    compare.add_argument("--output", default="compare-output", help="directory of compare.json, .png and .html")
+    compare.add_argument("--json", action="store_true", help="print compare.json on stdout instead of the table")
 
     broker = _subcommand(
         commands, "broker", "a local Kafka-protocol broker in the foreground (no Docker)",

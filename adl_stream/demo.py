@@ -66,6 +66,8 @@ class DemoReport:
     metrics_url: str
     symbols: Mapping[str, SymbolSpec]
     files: list[Path] = field(default_factory=list)
+    comparison: dict | None = None
+    """``compare.json``: the same crash under each allocation policy (:func:`compare_policies`)."""
 
     def exhausted(self) -> dict[str, int]:
         """Fund -> event time of the first shortfall it did not pay (ADL from then on)."""
@@ -145,6 +147,8 @@ def run_demo(scenario: Scenario, output: Path, *, metrics_port: int = 0, partiti
             broker.stop()
     _render(report, console)
     report.files += _write_files(report, output)
+    report.comparison, files = compare_policies(scenario, settings, output, console)
+    report.files += files
     console.print("Files: " + ", ".join(str(p) for p in report.files))
     return report
 
@@ -206,6 +210,39 @@ def _run(settings: Settings, scenario: Scenario, output: Path, console: Console)
     orders = _unique(codec.decode(m.value(), AdlOrder) for m in read_to_end(settings, settings.topics.adl_orders))
     return DemoReport(len(records), decisions, orders, simulator.tape.decisions, simulator.tape.marks,
                       simulator.fund_seed, scenario.start_ts, metrics_url, settings.symbols)
+
+
+#: The comparison simulates the crash once per allocation policy; a spreading policy emits an order
+#: per position of the side for each ADL (about n² orders: 480k for 5,000 accounts, 25 s each).
+#: Beyond this many accounts it takes the first ones of the same seed (the same traders, the same
+#: marks) so that the demo stays within about 40 s on two cores.
+DEMO_COMPARE_ACCOUNTS = 1_000
+
+
+def compare_policies(scenario: Scenario, settings: Settings, output: Path, console: Console) -> tuple[dict, list[Path]]:
+    """The demo's crash under every allocation policy with the processor's trigger, the simulated
+    exchange reacting to each one's orders: a short table, and compare.json/.png/.html."""
+    from dataclasses import replace
+
+    from .compare import ALLOCATIONS, compare_scenario, policy_specs
+    from .compare_view import short_table, write_files
+
+    accounts = min(scenario.accounts, DEMO_COMPARE_ACCOUNTS)
+    specs = policy_specs([settings.trigger_policy], ALLOCATIONS, haircut_cap=settings.haircut_cap)
+    with console.status(f"deciding the crash under {len(specs)} allocation policies ..."):
+        comparison = compare_scenario(replace(scenario, accounts=accounts), settings.symbols, specs)
+    document = comparison.document()
+    columns, rows = short_table(document)
+    crash = "the same crash" if accounts == scenario.accounts else f"the same crash with its first {accounts:,} traders"
+    table = Table(title=f"ADL policies compared: {crash}, each policy's orders filled by the simulated exchange "
+                        f"(trigger {settings.trigger_policy}; compare.json)")
+    for column in columns:  # the policy's name never cut; a figure wraps on a narrow terminal, never cut
+        table.add_column(column, justify="left" if column == "allocation" else "right",
+                         no_wrap=column == "allocation", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return document, write_files(comparison, output)
 
 
 def _unique(records) -> list:

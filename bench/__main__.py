@@ -19,7 +19,7 @@ from rich.console import Console
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.logs import configure_logging
 
-from . import decision, pipeline
+from . import compare, decision, pipeline
 from .report import dump, table
 
 TARGETS = {  # figure -> (target, higher is better)
@@ -42,7 +42,13 @@ def main(argv=None) -> int:
     parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
     parser.add_argument("--history", type=int, default=100_000,
                         help=f"positions of the restore after a history {HISTORY_ROUNDS}x longer than the state")
-    parser.add_argument("--only", choices=["decision", "pipeline"], help="run one half only")
+    parser.add_argument("--only", choices=["decision", "pipeline", "compare"], help="run one part only")
+    parser.add_argument("--compare-accounts", type=int, default=20_000,
+                        help="traders of the crash that compare decides under every policy (default 20k)")
+    parser.add_argument("--compare-policies", default=",".join(compare.ALLOCATIONS),
+                        help="allocation policies of the compare timing (default: all)")
+    parser.add_argument("--compare-triggers", default=",".join(compare.TRIGGERS),
+                        help="trigger policies of the compare timing (default: all)")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes (also printed)")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -64,6 +70,12 @@ def main(argv=None) -> int:
     if args.only in (None, "pipeline"):
         with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:
             results["pipeline"] = _pipeline(broker, args, console)
+
+    if args.only in (None, "compare"):
+        with console.status(f"compare: the crash of {args.compare_accounts:,} accounts under every policy ..."):
+            results["compare"] = compare.run(args.compare_accounts, args.compare_triggers.split(","),
+                                             args.compare_policies.split(","))
+        table(console, "adl-stream compare (scenario mode), seconds per policy", results["compare"])
 
     results["targets"] = _targets(results)
     table(console, "Targets", results["targets"])

@@ -121,9 +121,11 @@ class Tape:
 class MarketSimulator:
     def __init__(self, scenario: Scenario, symbols: Mapping[str, SymbolSpec] | None = None, *,
                  trigger: TriggerPolicy | None = None, ranking: RankingPolicy | None = None,
-                 indicator_interval_ms: int = 0) -> None:
+                 indicator_interval_ms: int = 0, observer=None) -> None:
         """``trigger``/``ranking`` must be the processor's, for the ADL echoes to match its orders;
-        ``indicator_interval_ms`` too, for its engine to hold the processor's state (lights included)."""
+        ``indicator_interval_ms`` too, for its engine to hold the processor's state (lights included).
+        ``observer(engine, record, outcome)``, if given, sees each record right after the engine
+        applied it (before the exchange's reaction: a decision's orders are not filled yet)."""
         self.scenario = scenario
         self.fund_seed = scenario.fund_seed if scenario.fund_seed is not None else Decimal(50 * scenario.accounts)
         self.symbols = dict(symbols or default_symbols())
@@ -142,6 +144,7 @@ class MarketSimulator:
         self._short_triggers: dict[str, list] = {s: [] for s in self.symbols}
         self._fees: dict[str, Decimal] = {}
         self._out: list = []
+        self._observer = observer
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -333,6 +336,8 @@ class MarketSimulator:
 
     def _emit(self, record):
         outcome = self.engine.apply(record)  # a rejection here is a simulator bug: let it raise
+        if self._observer is not None:
+            self._observer(self.engine, record, outcome)
         if isinstance(record, FundFlow) or (outcome.decision and outcome.decision.fund_covered):
             fund_id = record.fund_id if isinstance(record, FundFlow) else outcome.decision.fund_id
             self.tape.fund_path[fund_id].append((record.ts, self.engine.funds.balance(fund_id)))

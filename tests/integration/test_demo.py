@@ -1,6 +1,7 @@
 """The simulator through the real processor, and ``adl-stream demo`` end to end."""
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -57,8 +58,36 @@ def test_the_processor_decides_the_simulated_crash_as_predicted_and_within_spec(
 
 
 def _demo(tmp_path, *flags):
+    # A wide terminal: the comparison's table is then one line per policy (on 80 columns it wraps).
     return subprocess.run([sys.executable, "-m", "adl_stream.cli", "demo", "--accounts", "300", "--seed", "2",
-                           "--output", str(tmp_path), *flags], capture_output=True, text=True, timeout=180, check=False)
+                           "--output", str(tmp_path), *flags], capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def check_comparison(stdout: str, tmp_path, summary: dict) -> None:
+    """The demo ends with the comparison: its table says what compare.json says, one row per
+    allocation policy, and the processor's own policy decided the crash as the processor did."""
+    from adl_stream.compare import ALLOCATIONS, REPORT_KEYS
+    from adl_stream.compare_view import short_table
+
+    document = json.loads((tmp_path / "compare.json").read_text())
+    assert document["mode"] == "scenario" and document["inputs"]["accounts"] == 300
+    assert [e["policy"] for e in document["policies"]] == [f"fund-exhausted/{a}" for a in ALLOCATIONS]
+    assert all(tuple(e) == REPORT_KEYS for e in document["policies"])
+    assert "ADL policies compared: the same crash" in stdout
+    columns, rows = short_table(document)
+    printed = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == len(columns) and cells[0] in ALLOCATIONS:
+            printed[cells[0]] = tuple(cells)
+    assert printed == {row[0]: row for row in rows}
+    own = document["policies"][0]  # the demo's processor runs fund-exhausted/pnl-leverage
+    assert (own["shortfalls"], own["orders"]) == (summary["shortfalls"], summary["orders"])
+    assert own["adl_shortfalls"] == summary["outcomes"]["ADL"] + summary["outcomes"]["ADL_PARTIAL"]
+    assert D(own["fund_paid"]) == sum(D(f["covered"]) for f in summary["funds"].values())
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (tmp_path / "compare.html").read_text()
 
 
 def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, settings, tmp_path):
@@ -88,6 +117,7 @@ def test_demo_summary_agrees_with_the_records_on_the_output_topics(broker, setti
         {(o.account_id, o.symbol) for o in orders})
     assert summary["decisions_as_predicted"] == summary["shortfalls"]
     assert "Decisions on the output topic identical to the simulator engine's" in result.stdout
+    check_comparison(result.stdout, tmp_path, summary)
     for fund_id, row in summary["funds"].items():  # the moment the picture marks: its first shortfall left to ADL
         first_adl = min((d.ts for d in decisions if d.fund_id == fund_id and d.outcome != "FUND_COVERED"), default=None)
         assert row["exhausted_at"] == iso_time(first_adl) and row["settle_asset"] == "USDT"
