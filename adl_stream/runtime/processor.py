@@ -182,6 +182,7 @@ class Processor:
         log.info("metrics_serving", port=self.health.port, partitions=partitions, tasks=tasks,
                  assets_of_task={t: assets for t, assets in self.topology.assets_of_task.items() if assets})
         self.metrics.start_series(s.symbols, float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0)
+        self.metrics.snapshot_records.labels(self.changelog)  # at 0 from the start, as the others
         self.inputs = Consumer({"statistics.interval.ms": 5000, **input_consumer_config(s), "stats_cb": self._on_stats})
         if self._start_at is not None:
             self._live_from = self._start_at(self.inputs, [TopicPartition(t, p) for t, p in self._inputs])
