@@ -10,6 +10,7 @@ from io import BytesIO
 import fastavro
 
 from adl_stream.wire import SCHEMA_DIR, Codec, load_schemas
+from adl_stream.wire.registry import RegistryCodec
 from adl_stream.wire.schemas import parse
 
 VENUE = {"name": "venue", "type": ["null", "string"], "default": None, "doc": "Added in v2."}
@@ -44,12 +45,10 @@ def write_avsc(directory, name: str, schema: dict):
     return path
 
 
-class EvolvedCodec(Codec):
-    """Writes Fill with v2 (``venue`` set, so a reader must skip it), the rest as adl-stream does."""
+class EvolvedBody:
+    """Writes Fill with v2 (``venue`` set, so that a reader must skip it), the rest as adl-stream does."""
 
-    def __init__(self, venue: str = "XNAS") -> None:
-        super().__init__({**load_schemas(), "Fill": parse(copy.deepcopy(fill_v2()))})
-        self.venue = venue
+    venue = "XNAS"
 
     def body(self, record):
         schema, body = super().body(record)
@@ -59,3 +58,22 @@ class EvolvedCodec(Codec):
         out = BytesIO()
         fastavro.schemaless_writer(out, schema.parsed, {**fields, "venue": self.venue})
         return schema, out.getvalue()
+
+
+def evolved_schemas():
+    return {**load_schemas(), "Fill": parse(copy.deepcopy(fill_v2()))}
+
+
+class EvolvedCodec(EvolvedBody, Codec):
+    """Single-object encoding, Fill written with v2."""
+
+    def __init__(self, venue: str = "XNAS") -> None:
+        super().__init__(evolved_schemas())
+        self.venue = venue
+
+
+class EvolvedRegistryCodec(EvolvedBody, RegistryCodec):
+    """Confluent framing, Fill written with v2 (registered under the subject given)."""
+
+    def __init__(self, client, subjects) -> None:
+        super().__init__(client, subjects, auto_register=True, schemas=evolved_schemas())
