@@ -19,7 +19,7 @@ from rich.console import Console
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.logs import configure_logging
 
-from . import decision, pipeline
+from . import decision, pipeline, wire
 from .report import dump, table
 
 TARGETS = {  # figure -> (target, higher is better)
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
                         help="open positions in the symbol for the decision latency (default 10k 100k 1M)")
     parser.add_argument("--accounts", type=int, default=5_000, help="traders of the crash scenario, end to end")
     parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
-    parser.add_argument("--only", choices=["decision", "pipeline"], help="run one half only")
+    parser.add_argument("--only", choices=["decision", "pipeline", "wire"], help="run one part only")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes (also printed)")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -51,6 +51,11 @@ def main(argv=None) -> int:
         with console.status("decision latency ..."):
             results["decision"] = decision.run(args.positions, samples)
         table(console, "ADL decision latency (pure engine)", results["decision"])
+
+    if args.only in (None, "wire"):
+        with console.status("decode throughput per framing ..."):
+            results["wire"] = wire.run()
+        table(console, "Decoding per framing (in memory; x_raw: against fastavro into a dict)", results["wire"])
 
     if args.only in (None, "pipeline"):
         with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:

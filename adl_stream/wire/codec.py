@@ -137,6 +137,11 @@ class Codec:
             raise Rejected("undecodable", f"corrupt {name} body: {type(exc).__name__}: {exc}") from None
         if body.tell() != len(payload):
             raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the {name} body")
+        return self.record(fields, expected)
+
+    def record(self, fields: dict, expected: type):
+        """The fields fastavro decoded (``ts`` a datetime, decimals) as a record of type ``expected``."""
+        name = expected.__name__
         fields["ts"] = (fields["ts"] - _EPOCH) // _MILLISECOND
         for field in self._decimals[name]:
             if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
