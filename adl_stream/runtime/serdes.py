@@ -15,7 +15,13 @@ import structlog
 
 from ..wire import Codec
 from ..wire.codec import UnresolvableSchema
-from ..wire.registry import RegistryCodec, RegistryUnavailable, SchemaNotUsable, registry_client, subject
+from ..wire.registry import (
+    RegistryCodec,
+    RegistryUnavailable,
+    SchemaNotUsable,
+    registry_client,
+    subject,
+)
 from ..wire.schemas import SchemaFileError, load_writer_schemas
 from .config import ConfigError, Settings, redacted_registry
 from .kafka import StartupError

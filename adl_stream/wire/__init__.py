@@ -5,4 +5,4 @@ schema resolution (:mod:`.resolution`)."""
 from .codec import Codec, UnresolvableSchema
 from .schemas import SCHEMA_DIR, Schema, load_schemas, load_writer_schemas
 
-__all__ = ["Codec", "SCHEMA_DIR", "Schema", "UnresolvableSchema", "load_schemas", "load_writer_schemas"]
+__all__ = ["SCHEMA_DIR", "Codec", "Schema", "UnresolvableSchema", "load_schemas", "load_writer_schemas"]

@@ -3,8 +3,8 @@ framing of a schema registry is :mod:`.registry`, on the same bodies.
 
 A value is ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of the writer schema, then the Avro
 binary body (fastavro). A fingerprint of another version of a schema (``writer_schemas``) is read
-through Avro schema resolution (:mod:`.resolution`, checked when the codec is made). ``ts`` fields are ``timestamp-millis`` on the wire and integer epoch
-milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
+through Avro schema resolution (:mod:`.resolution`, checked when the codec is made). ``ts``
+fields are ``timestamp-millis`` on the wire and integer epoch milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
 engine computed with more digits (a product of two wire decimals has 36) is rescaled, and one that
 would round raises ``decimal.Inexact`` (roundings are the engine's, never the codec's). Decoding
 refuses, as :class:`~adl_stream.engine.errors.Rejected`, anything that is not a well-formed record

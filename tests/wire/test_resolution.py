@@ -17,7 +17,14 @@ from adl_stream.wire import Codec, UnresolvableSchema, load_schemas, load_writer
 from adl_stream.wire.resolution import resolution_problems
 from adl_stream.wire.schemas import parse
 from tests import scenarios as sc
-from tests.wire.evolution import EvolvedCodec, document, field_of, fill_v2, incompatible_fill, write_avsc
+from tests.wire.evolution import (
+    EvolvedCodec,
+    document,
+    field_of,
+    fill_v2,
+    incompatible_fill,
+    write_avsc,
+)
 
 SCHEMAS = load_schemas()
 
