@@ -12,6 +12,7 @@ from io import BytesIO
 import avro.io
 import avro.schema
 import pytest
+from confluent_kafka.schema_registry import Schema as RegistrySchema
 
 from adl_stream.engine import AdlIndicator, AdlOrder, ShortfallDecision
 from adl_stream.runtime.serdes import INPUTS, _subjects
@@ -20,7 +21,7 @@ from adl_stream.wire.registry import RegistryCodec, registry_client
 from tests import scenarios as sc
 from tests.conftest import Feed, metric, read_topic
 from tests.integration.test_processor import run_scenario
-from tests.wire.evolution import EvolvedCodec, EvolvedRegistryCodec, fill_v2, write_avsc
+from tests.wire.evolution import EvolvedCodec, EvolvedRegistryCodec, fill_v2, incompatible_fill, write_avsc
 
 pytestmark = pytest.mark.integration
 
@@ -157,4 +158,26 @@ def test_outside_readers_decode_the_output_topics_with_the_apache_avro_library(s
             assert record == {k: v for k, v in as_adl_stream_decodes_it(ours).items() if k != "ts"}
         seen[cls.__name__] = len(values)
     assert seen["AdlOrder"] == len(sc.EXPECTED_ORDERS) and seen["ShortfallDecision"] == 4
+    assert running.close() == 0
+
+
+def test_registry_framed_bad_input_goes_to_the_dlq_with_its_reason(settings, start_processor):
+    settings = registry_settings(settings)
+    client = registry_client({"url": settings.schema_registry_url})
+    running = start_processor(settings)
+    broken = client.register_schema(f"{settings.topics.fills}-value",
+                                    RegistrySchema(json.dumps(incompatible_fill()), "AVRO"))
+    body = Codec().body(sc.SETUP[5])[1]
+    feed = Feed(settings)
+    sent = {
+        feed.send_raw(settings.topics.fills, "BTCUSDT", b"\x00\x00\x01\x86\xa0" + body): "unknown_schema",
+        feed.send_raw(settings.topics.fills, "BTCUSDT", b"\x00" + broken.to_bytes(4, "big") + body): "unresolvable_schema",
+        feed.send_raw(settings.topics.fills, "BTCUSDT", b"\x00\x00"): "undecodable",
+    }
+    dead = read_topic(settings, settings.topics.adl_dlq, len(sent))
+    found = {(int(h["source.partition"]), int(h["source.offset"])): h["error.reason"]
+             for h in ({k: v.decode() for k, v in m.headers()} for m in dead)}
+    assert found == sent
+    assert any("Fill.quantity" in dict(m.headers())["error"].decode() for m in dead)
+    assert metric(running.processor, "adl_dead_letters_total", reason="unresolvable_schema") == 1
     assert running.close() == 0

@@ -118,3 +118,14 @@ def test_an_evolved_fill_in_single_object_encoding_needs_writer_schemas_even_wit
         reader.decode(EvolvedCodec().encode(sc.SETUP[5]), Fill)
     with_writers = RegistryCodec(fresh_client(), OUTPUTS, auto_register=True, writers=[("v2", parse(fill_v2()))])
     assert with_writers.decode(EvolvedCodec().encode(sc.SETUP[5]), Fill) == sc.SETUP[5]
+
+
+def test_a_registry_that_does_not_answer_is_an_outage_not_a_bad_record():
+    from adl_stream.wire.registry import RegistryUnavailable
+
+    down = registry_client({"url": "http://127.0.0.1:1", "max.retries": 0, "timeout": 2})
+    with pytest.raises(RegistryUnavailable, match="did not answer"):
+        RegistryCodec(down, OUTPUTS, auto_register=True)  # at start: the processor refuses to start
+    reader = RegistryCodec(down, {}, auto_register=False)
+    with pytest.raises(RegistryUnavailable, match="schema id 7"):
+        reader.decode(b"\x00\x00\x00\x00\x07" + Codec().body(sc.SETUP[5])[1], Fill)  # running: exit 1, restart
