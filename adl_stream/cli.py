@@ -173,7 +173,9 @@ def _simulate(args: argparse.Namespace) -> int:
     scenario = replace(_scenario(args), start_ts=start_ts, id_prefix=args.id_prefix)
     simulator = MarketSimulator(scenario, settings.symbols, trigger=settings.trigger(), ranking=settings.ranking(),
                                 indicator_interval_ms=settings.indicator_interval_ms)
-    publisher = Publisher(publisher_config(settings), settings.topics, rate=args.rate)
+    from .runtime.serdes import INPUTS, codec_for
+
+    publisher = Publisher(publisher_config(settings), settings.topics, rate=args.rate, codec=codec_for(settings, INPUTS))
     with Progress(transient=False) as progress:
         task = progress.add_task(f"publishing to {settings.bootstrap_servers}", total=None)
         sent = publisher.send_all(simulator.records(), lambda n: progress.update(task, completed=n))

@@ -19,7 +19,7 @@ from rich.console import Console
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.logs import configure_logging
 
-from . import compare, decision, pipeline
+from . import compare, decision, pipeline, wire
 from .report import dump, table
 
 TARGETS = {  # figure -> (target, higher is better)
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
     parser.add_argument("--history", type=int, default=100_000,
                         help=f"positions of the restore after a history {HISTORY_ROUNDS}x longer than the state")
-    parser.add_argument("--only", choices=["decision", "pipeline", "compare"], help="run one part only")
+    parser.add_argument("--only", choices=["decision", "pipeline", "wire", "compare"], help="run one part only")
     parser.add_argument("--compare-accounts", type=int, default=20_000,
                         help="traders of the crash that compare decides under every policy (default 20k)")
     parser.add_argument("--compare-policies", default=",".join(compare.ALLOCATIONS),
@@ -66,6 +66,11 @@ def main(argv=None) -> int:
         with console.status("ADL indicator passes ..."):
             results["indicators"] = decision.indicator_passes([n for n in args.positions if n >= 100_000])
         table(console, "ADL indicator pass over the whole book", results["indicators"])
+
+    if args.only in (None, "wire"):
+        with console.status("decode throughput per framing ..."):
+            results["wire"] = wire.run()
+        table(console, "Decoding per framing (in memory; x_raw: against fastavro into a dict)", results["wire"])
 
     if args.only in (None, "pipeline"):
         with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:

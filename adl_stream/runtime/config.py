@@ -115,6 +115,16 @@ class Settings:
     kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
     kafka_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """Where each ``kafka`` property was set (for error messages), e.g. ``config file adl.toml``."""
+    writer_schemas: tuple[str, ...] = ()
+    """Directories of further writer schemas (``*.avsc``) of the inputs, read by Avro schema
+    resolution (SPEC §2); each is checked at start."""
+    schema_registry_url: str = field(default="", repr=False)  # may hold credentials
+    """Confluent Schema Registry (or a compatible one); set: Confluent framing in and out."""
+    auto_register_schemas: bool = False
+    """Register the output schemas at start; off: they must be registered, and compatible."""
+    schema_registry: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
+    """Properties of the registry client (``basic.auth.user.info``, ``ssl.ca.location``, ...)."""
+    schema_registry_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def exactly_once(self) -> bool:
@@ -137,7 +147,11 @@ class Settings:
         return ALLOCATION_POLICIES[self.ranking_policy]()
 
 
-_SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka", "kafka_sources")}
+_TABLES = ("topics", "symbols", "kafka", "kafka_sources", "schema_registry", "schema_registry_sources")
+_SCALARS = {f.name: f for f in fields(Settings) if f.name not in _TABLES}
+#: Properties of the schema registry client that are numbers (an environment variable is text).
+REGISTRY_NUMBERS = ("timeout", "cache.capacity", "cache.latest.ttl.sec", "max.retries", "retries.wait.ms",
+                    "retries.max.wait.ms")
 _TOPIC_NAMES = tuple(f.name for f in fields(Topics))
 PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
 _CHOICES = {
@@ -152,6 +166,17 @@ _POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", 
 
 
 def _coerce(setting: str, value: Any, kind: Any, source: str):
+    if kind in (bool, "bool"):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(setting, source, f"expected true or false, got {value!r}")
+        return value
+    if kind == "tuple[str, ...]":  # directories: a TOML array, or a string of them separated by os.pathsep
+        items = value.split(os.pathsep) if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i for i in items):
+            raise ConfigError(setting, source, f"expected a list of directories, got {value!r}")
+        return tuple(items)
     if kind in (int, "int"):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ConfigError(setting, source, f"expected a whole number, got {value!r}")
@@ -218,6 +243,8 @@ def load_settings(
     kafka: dict[str, str] = {}
     kafka_sources: dict[str, str] = {}
     symbols: dict[str, SymbolSpec] = {}
+    registry: dict[str, Any] = {}
+    registry_sources: dict[str, str] = {}
 
     path = config_path or env.get("ADL_CONFIG")
     if path:
@@ -246,10 +273,16 @@ def load_settings(
                     kafka_sources[str(name)] = f"{source}, [kafka]"
             elif key == "symbols":
                 symbols = _symbols(value, source)
+            elif key == "schema_registry":
+                if not isinstance(value, dict):
+                    raise ConfigError(key, source, "expected a [schema_registry] table of the registry client's "
+                                      "properties, e.g. \"basic.auth.user.info\" = \"user:password\"")
+                for name, property_ in value.items():
+                    registry[str(name)], registry_sources[str(name)] = property_, f"{source}, [schema_registry]"
             elif key in _SCALARS:
                 values[key] = (value, source)
             else:
-                raise ConfigError(key, source, f"unknown setting; known: {', '.join(sorted([*_SCALARS, 'topics', 'kafka', 'symbols']))}")
+                raise ConfigError(key, source, f"unknown setting; known: {', '.join(sorted([*_SCALARS, 'topics', 'kafka', 'symbols', 'schema_registry']))}")
 
     for name, value in env.items():
         if not name.startswith("ADL_") or name == "ADL_CONFIG":
@@ -258,6 +291,9 @@ def load_settings(
         source = f"environment variable {name}"
         if key.startswith("topic_"):
             topics[key[6:]] = (value, source)
+        elif key.startswith("schema_registry_") and key not in _SCALARS:
+            property_ = key[16:].replace("_", ".")
+            registry[property_], registry_sources[property_] = value, source
         elif key.startswith("kafka_"):
             property_ = key[6:].replace("_", ".")
             kafka[property_], kafka_sources[property_] = value, source
@@ -286,13 +322,16 @@ def load_settings(
             raise ConfigError(key, source, "must be >= 0 (the fund never goes negative)")
         if key == "drawdown_pct" and not 0 < value < 100:
             raise ConfigError(key, source, "must be a percentage above 0 and below 100, e.g. drawdown_pct = \"30\"")
+        if key == "writer_schemas":
+            _check_directories(value, source)
     topic_names = {}
     for name, (topic, source) in topics.items():
         if name not in _TOPIC_NAMES:
             raise ConfigError(f"topics.{name}", source, f"unknown topic; known: {', '.join(_TOPIC_NAMES)}")
         topic_names[name] = _coerce(f"topics.{name}", topic, str, source)
+    registry = _registry_properties(registry, registry_sources, bool(settings.get("schema_registry_url")))
     resolved = replace(Settings(), **settings, topics=Topics(**topic_names), symbols=symbols, kafka=kafka,
-                       kafka_sources=kafka_sources)
+                       kafka_sources=kafka_sources, schema_registry=registry, schema_registry_sources=registry_sources)
     if not path:
         raise ConfigError("config", "--config / ADL_CONFIG", "no settings file given: the symbols are declared "
                           "there. Give one with --config FILE or ADL_CONFIG=FILE; deploy/config/local.toml "
@@ -319,3 +358,49 @@ SECRET_MARKERS = ("password", "secret", "key", "token", "credential")
 def redacted(kafka: Mapping[str, str]) -> dict[str, str]:
     """librdkafka properties with every secret value masked (for logs)."""
     return {k: ("***" if any(m in k.lower() for m in SECRET_MARKERS) else v) for k, v in kafka.items()}
+
+
+def _check_directories(directories: tuple[str, ...], source: str) -> None:
+    for directory in directories:
+        if not Path(directory).is_dir():
+            raise ConfigError("writer_schemas", source, f"{directory}: no such directory")
+        if not any(Path(directory).glob("*.avsc")):
+            raise ConfigError("writer_schemas", source, f"{directory}: no Avro schema (*.avsc) in it")
+
+
+def _registry_properties(registry: dict[str, Any], sources: dict[str, str], with_url: bool) -> dict[str, Any]:
+    """The registry client's properties, numbers made numbers; checked by the client itself at start
+    (:func:`adl_stream.runtime.serdes.registry_conf`)."""
+    for name, value in registry.items():
+        if name == "url":
+            raise ConfigError("schema_registry.url", sources[name], "give the URL as schema_registry_url "
+                              "(ADL_SCHEMA_REGISTRY_URL)")
+        if name in REGISTRY_NUMBERS and isinstance(value, str):
+            try:
+                registry[name] = float(value) if "." in value else int(value)
+            except ValueError:
+                raise ConfigError(f"schema_registry.{name}", sources[name], f"expected a number, got {value!r}") from None
+    if registry and not with_url:
+        name = next(iter(registry))
+        raise ConfigError(f"schema_registry.{name}", sources[name], "a schema registry property without "
+                          "schema_registry_url: set the URL (ADL_SCHEMA_REGISTRY_URL) or remove the property")
+    return registry
+
+
+#: Properties of the registry client that hold secrets (masked in logs).
+REGISTRY_SECRETS = ("basic.auth.user.info", "ssl.key.password", "bearer.auth.token", "bearer.auth.client.secret")
+
+
+def redacted_registry(url: str, registry: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry URL (credentials in it masked) and client properties with secrets masked (for logs)."""
+    from urllib.parse import urlsplit
+
+    masked = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        if parts.password is not None or parts.username is not None:
+            one = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[-1]).geturl()
+        masked.append(one.strip())
+    properties = {k: ("***" if k in REGISTRY_SECRETS or any(m in k.lower() for m in SECRET_MARKERS) else v)
+                  for k, v in registry.items()}
+    return {"url": ",".join(masked), **properties}

@@ -44,6 +44,7 @@ from ..engine import (
 )
 from ..engine.state import restore
 from ..wire import Codec
+from ..wire.registry import RegistryUnavailable
 from .changelog import (
     SEQ_HEADER,
     SNAPSHOT_HEADER,
@@ -67,6 +68,7 @@ from .kafka import (
 from .merge import EventTimeMerger
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
+from .serdes import codec_for
 from .snapshots import SnapshotWriter
 from .topology import UNROUTED, Topology, task_of
 
@@ -115,7 +117,7 @@ class Processor:
         self._dry_run = dry_run
         self.settings = settings
         self.metrics = metrics or ProcessorMetrics()
-        self.codec = codec or Codec()
+        self.codec = codec or codec_for(settings)  # checks writer schemas and the registry: exit code 2
         self.changelog = changelog_topic(settings.group_id)
         t = settings.topics
         self._record_type = {
@@ -214,7 +216,7 @@ class Processor:
                       "after this one and took its transactions over (it may have stopped since); this instance "
                       "stops, and what it had not committed is aborted. Give every instance its own instance_id")
             code = EXIT_FENCED
-        except (FatalError, DeliveryFailed) as exc:
+        except (FatalError, DeliveryFailed, RegistryUnavailable) as exc:
             log.error("fatal", error=str(exc), hint="the failed batch was not committed; a restart "
                       "processes it again")
             code = EXIT_FATAL

@@ -1,8 +1,10 @@
-"""Avro single-object encoding of the engine's records (SPEC §2, "Wire format").
+"""Avro single-object encoding of the engine's records (SPEC §2, "Wire format"); the Confluent
+framing of a schema registry is :mod:`.registry`, on the same bodies.
 
 A value is ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of the writer schema, then the Avro
-binary body (fastavro). ``ts`` fields are ``timestamp-millis`` on the wire and integer epoch
-milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
+binary body (fastavro). A fingerprint of another version of a schema (``writer_schemas``) is read
+through Avro schema resolution (:mod:`.resolution`, checked when the codec is made). ``ts``
+fields are ``timestamp-millis`` on the wire and integer epoch milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
 engine computed with more digits (a product of two wire decimals has 36) is rescaled, and one that
 would round raises ``decimal.Inexact`` (roundings are the engine's, never the codec's). Decoding
 refuses, as :class:`~adl_stream.engine.errors.Rejected`, anything that is not a well-formed record
@@ -22,6 +24,7 @@ from ..engine import records
 from ..engine.errors import Rejected
 from ..engine.indicators import AdlIndicator
 from ..engine.numbers import WIRE_LIMIT, WIRE_SCALE, to_wire
+from .resolution import resolution_problems
 from .schemas import Schema, load_schemas
 
 MAGIC = b"\xc3\x01"
@@ -48,49 +51,97 @@ def _decimal_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.type in ("Decimal", Decimal))
 
 
-class Codec:
-    """Encodes and decodes the records of ``schemas/`` (one instance per processor; thread-safe)."""
+class UnresolvableSchema(ValueError):
+    """A writer schema whose records cannot be read as adl-stream's record of that name; the
+    message names where the schema came from and each field at fault."""
 
-    def __init__(self, schemas: dict[str, Schema] | None = None) -> None:
+    def __init__(self, origin: str, problems: list[str]) -> None:
+        super().__init__(f"{origin}: cannot be read as adl-stream's schema: {'; '.join(problems)}")
+        self.origin = origin
+        self.problems = problems
+
+
+class Codec:
+    """Encodes and decodes the records of ``schemas/`` (one instance per processor; thread-safe).
+
+    ``writers`` are further writer schemas (e.g. of ``writer_schemas``), each ``(origin, Schema)``:
+    records written with one are read through Avro schema resolution into adl-stream's record of
+    the same name. Each is checked at construction (:class:`UnresolvableSchema` if it cannot be read).
+    """
+
+    def __init__(self, schemas: dict[str, Schema] | None = None, writers=()) -> None:
         self.schemas = schemas or load_schemas()
         missing = set(RECORD_TYPES) - set(self.schemas)
         if missing:
             raise ValueError(f"schemas missing for records: {sorted(missing)}")
-        self._by_fingerprint = {s.fingerprint: s for s in self.schemas.values()}
+        # fingerprint -> (writer schema, reader schema to resolve it against, or None: the same)
+        self._by_fingerprint: dict[bytes, tuple[Schema, dict | None]] = {
+            s.fingerprint: (s, None) for s in self.schemas.values()}
+        for origin, writer in writers:
+            self._by_fingerprint.setdefault(writer.fingerprint, (writer, self.reader_for(writer, str(origin))))
         self._fields = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in RECORD_TYPES.items()}
         self._decimals = {name: _decimal_fields(cls) for name, cls in RECORD_TYPES.items()}
 
-    def encode(self, record) -> bytes:
+    def reader_for(self, writer: Schema, origin: str) -> dict | None:
+        """The reader schema that records of ``writer`` are resolved against (None when ``writer``
+        is adl-stream's own); :class:`UnresolvableSchema` when they cannot be."""
+        reader = self.schemas.get(writer.short_name)
+        if reader is None:
+            raise UnresolvableSchema(origin, [f"{writer.name}: adl-stream reads no record of that name "
+                                              f"(it reads {', '.join(sorted(self.schemas))})"])
+        if reader.fingerprint == writer.fingerprint:
+            return None
+        problems = resolution_problems(writer.parsed, reader.parsed)
+        if problems:
+            raise UnresolvableSchema(origin, problems)
+        return reader.parsed
+
+    def body(self, record) -> tuple[Schema, bytes]:
+        """The schema of ``record`` and its Avro binary body (decimals at the schema's scale)."""
         name = type(record).__name__
         schema = self.schemas[name]
         out = BytesIO()
-        out.write(MAGIC)
-        out.write(schema.fingerprint)
         fields = {f: getattr(record, f) for f in self._fields[name]}
         for field in self._decimals[name]:
             if fields[field].as_tuple().exponent < -WIRE_SCALE:  # fastavro refuses more digits than the scale
                 fields[field] = to_wire(fields[field])
         fastavro.schemaless_writer(out, schema.parsed, fields)
-        return out.getvalue()
+        return schema, out.getvalue()
+
+    def encode(self, record) -> bytes:
+        schema, body = self.body(record)
+        return MAGIC + schema.fingerprint + body
 
     def decode(self, payload: bytes | None, expected: type):
         """Decode ``payload`` as a record of type ``expected``; :class:`Rejected` if it is not one."""
         if not payload or len(payload) < HEADER_SIZE or payload[:2] != MAGIC:
-            raise Rejected("undecodable", "value is not Avro single-object encoded (no C3 01 header)")
-        schema = self._by_fingerprint.get(payload[2:HEADER_SIZE])
-        if schema is None:
-            raise Rejected("unknown_schema", f"unknown writer schema fingerprint {payload[2:HEADER_SIZE].hex()}")
+            hint = " (it starts like Confluent framing: set schema_registry_url)" if payload and payload[:1] == b"\0" else ""
+            raise Rejected("undecodable", f"value is not Avro single-object encoded (no C3 01 header){hint}")
+        known = self._by_fingerprint.get(payload[2:HEADER_SIZE])
+        if known is None:
+            raise Rejected("unknown_schema", f"unknown writer schema fingerprint {payload[2:HEADER_SIZE].hex()} "
+                           "(add its .avsc to a directory of writer_schemas)")
+        return self.read(payload, HEADER_SIZE, known[0], known[1], expected)
+
+    def read(self, payload: bytes, start: int, writer: Schema, reader: dict | None, expected: type):
+        """The body of ``payload`` from ``start``, written with ``writer`` and resolved against
+        ``reader`` (None: ``writer`` is adl-stream's own), as a record of type ``expected``."""
         name = expected.__name__
-        if schema.short_name != name:
-            raise Rejected("wrong_schema", f"expected a {name} record, got {schema.short_name}")
+        if writer.short_name != name:
+            raise Rejected("wrong_schema", f"expected a {name} record, got {writer.short_name}")
         body = BytesIO(payload)
-        body.seek(HEADER_SIZE)
+        body.seek(start)
         try:
-            fields = fastavro.schemaless_reader(body, schema.parsed, None)
+            fields = fastavro.schemaless_reader(body, writer.parsed, reader)
         except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
             raise Rejected("undecodable", f"corrupt {name} body: {type(exc).__name__}: {exc}") from None
         if body.tell() != len(payload):
             raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the {name} body")
+        return self.record(fields, expected)
+
+    def record(self, fields: dict, expected: type):
+        """The fields fastavro decoded (``ts`` a datetime, decimals) as a record of type ``expected``."""
+        name = expected.__name__
         fields["ts"] = (fields["ts"] - _EPOCH) // _MILLISECOND
         for field in self._decimals[name]:
             if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits

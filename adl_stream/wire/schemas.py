@@ -20,19 +20,45 @@ class Schema:
     parsed: dict
     fingerprint: bytes
     """CRC-64-AVRO of the parsing canonical form, in the byte order of single-object encoding."""
+    text: str = ""
+    """The schema as JSON (what a schema registry is given)."""
 
     @property
     def short_name(self) -> str:
         return self.name.rsplit(".", 1)[-1]
 
 
+class SchemaFileError(ValueError):
+    """An ``.avsc`` file that is not a valid Avro record schema (the message names the file)."""
+
+
+def parse(document: dict | str) -> Schema:
+    """A schema from its JSON (text or already loaded), parsed by fastavro, with its fingerprint."""
+    document = json.loads(document) if isinstance(document, str) else document
+    parsed = fastavro.parse_schema(document)
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise ValueError("not an Avro record schema")
+    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    return Schema(parsed["name"], parsed, fp, json.dumps(document))
+
+
+def load_file(path: Path) -> Schema:
+    try:
+        return parse(path.read_text())
+    except Exception as exc:  # json and fastavro raise many types
+        raise SchemaFileError(f"{path}: not a valid Avro record schema: {type(exc).__name__}: {exc}") from None
+
+
+def load_writer_schemas(directories) -> list[tuple[Path, Schema]]:
+    """Every ``*.avsc`` of each directory (SPEC §2: the writer schemas known without a registry)."""
+    return [(path, load_file(path)) for directory in directories for path in sorted(Path(directory).glob("*.avsc"))]
+
+
 def load_schemas(directory: Path = SCHEMA_DIR) -> dict[str, Schema]:
     """Every ``*.avsc`` of ``directory`` by short record name (``Fill``, ``AdlOrder``, ...)."""
     schemas = {}
     for path in sorted(directory.glob("*.avsc")):
-        parsed = fastavro.parse_schema(json.loads(path.read_text()))
-        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-        schema = Schema(parsed["name"], parsed, fp)
+        schema = load_file(path)
         schemas[schema.short_name] = schema
     if not schemas:
         raise FileNotFoundError(f"no Avro schemas (*.avsc) in {directory}")
