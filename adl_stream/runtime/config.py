@@ -87,6 +87,12 @@ class Settings:
     """ADL indicator lights each time stream time crosses a multiple of this (0: off)."""
     reservation_timeout_ms: int = 60_000
     dedup_window_ms: int = 86_400_000
+    max_event_skew_ms: int = 60_000
+    """A record whose event time is further ahead of stream time (or, while stream time is unknown
+    or behind it, of the Kafka record timestamp) is dead-lettered as ``future_event``."""
+    max_event_lateness_ms: int = 3_600_000
+    """A fill, fund flow or shortfall further behind stream time is dead-lettered as
+    ``late_event``; at most ``dedup_window_ms``."""
     batch_size: int = 5_000
     """Most input records per consume call and per transaction."""
     commit_interval_ms: int = 100
@@ -142,7 +148,7 @@ _CHOICES = {
     "log_level": LOG_LEVELS,
 }
 _NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions", "indicator_interval_ms")
-_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s")
+_POSITIVE = ("max_event_skew_ms", "max_event_lateness_ms", "reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s")
 
 
 def _coerce(setting: str, value: Any, kind: Any, source: str):
@@ -301,6 +307,12 @@ def load_settings(
         raise ConfigError("drawdown_pct", values["trigger_policy"][1], "trigger_policy = \"drawdown\" needs "
                           "drawdown_pct, the percent below the fund's peak at which ADL starts, e.g. "
                           "drawdown_pct = \"30\" (OKX), with drawdown_window_ms (default 8 h) (ADL_DRAWDOWN_PCT)")
+    if resolved.max_event_lateness_ms > resolved.dedup_window_ms:
+        key = "max_event_lateness_ms" if "max_event_lateness_ms" in values else "dedup_window_ms"
+        raise ConfigError(key, values[key][1] if key in values else "defaults",
+                          f"max_event_lateness_ms ({resolved.max_event_lateness_ms}) must be <= dedup_window_ms "
+                          f"({resolved.dedup_window_ms}): an id older than the de-duplication window cannot be "
+                          "told from a repeat. Lower max_event_lateness_ms or raise dedup_window_ms")
     names = [*resolved.topics.inputs(), *resolved.topics.outputs()]
     if len(set(names)) != len(names):
         raise ConfigError("topics", "settings", f"two topics share a name: {names}")

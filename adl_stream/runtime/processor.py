@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 
 from ..engine import (
     AdlIndicator,
@@ -77,6 +77,16 @@ PartitionKey = tuple[str, int]
 
 class FatalError(RuntimeError):
     pass
+
+
+def received_ts(message, engine: Engine) -> int | None:
+    """The Kafka record timestamp as the event-time guard's reference (README "Event time"): the
+    broker's clock (LogAppendTime) always; the producer's (CreateTime) only while stream time is
+    unknown, since a producer with a wrong clock may stamp both times alike."""
+    kind, ts = message.timestamp()
+    if kind == TIMESTAMP_LOG_APPEND_TIME or (kind == TIMESTAMP_CREATE_TIME and engine.stream_time < 0):
+        return ts
+    return None
 
 
 @dataclass
@@ -157,9 +167,9 @@ class Processor:
     def fund_balances(self) -> dict:
         return {fund: balance for d in self.domains() for fund, balance in d.engine.funds.balances().items()}
 
-    def apply_record(self, engine: Engine, record) -> Outcome:
+    def apply_record(self, engine: Engine, record, received_ts: int | None = None) -> Outcome:
         """The one call into the engine (a seam for tests and benchmarks)."""
-        return engine.apply(record)
+        return engine.apply(record, received_ts)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -286,7 +296,8 @@ class Processor:
         s = self.settings
         engine = Engine(self.topology.symbols_of(asset), trigger=s.trigger(), ranking=s.ranking(),
                         reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms,
-                        indicator_interval_ms=s.indicator_interval_ms)
+                        indicator_interval_ms=s.indicator_interval_ms, max_event_skew_ms=s.max_event_skew_ms,
+                        max_lateness_ms=s.max_event_lateness_ms)
         return Domain(asset, engine, EventTimeMerger(self._priority, s.max_idle_ms))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -516,7 +527,7 @@ class Processor:
         try:
             if isinstance(record, Rejected):
                 raise record
-            outcome = self.apply_record(domain.engine, record)
+            outcome = self.apply_record(domain.engine, record, received_ts(message, domain.engine))
         except Rejected as rejected:
             if live:
                 if rejected.outcome is not None:  # what its time did before it was refused

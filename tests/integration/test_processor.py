@@ -181,11 +181,11 @@ def test_an_internal_error_stops_the_instance_without_committing_past_it(setting
     processor, failed = first.processor, []
     apply = processor.apply_record
 
-    def apply_broken_from_e3_on(engine, record):  # a bug: the engine fails on E3 and on all after it
+    def apply_broken_from_e3_on(engine, record, received_ts=None):  # a bug: the engine fails on E3 and all after
         if getattr(record, "event_id", None) == "E3" or failed:
             failed.append(record)
             raise RuntimeError("a bug in the engine")
-        return apply(engine, record)
+        return apply(engine, record, received_ts)
 
     processor.apply_record = apply_broken_from_e3_on
     Feed(settings).send(*sc.STREAM)
