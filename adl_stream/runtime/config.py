@@ -70,6 +70,10 @@ class Settings:
     instance_id: str = "0"
     """Stable and unique per instance (e.g. a StatefulSet ordinal): the transactional id is
     ``<group_id>-<instance_id>``, so a restarted instance fences its zombie."""
+    membership: str = "static"
+    """``static``: the group member has ``group.instance.id = <group_id>-<instance_id>`` (KIP-345),
+    so a restarted instance takes its tasks back at once; ``dynamic``: none (README "Static
+    membership")."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464
     """0 picks a free port (logged at start)."""
@@ -124,6 +128,12 @@ class Settings:
     def transactional_id(self) -> str:
         return f"{self.group_id}-{self.instance_id}"
 
+    @property
+    def group_instance_id(self) -> str:
+        """The group member's static id (``group.instance.id``, KIP-345): ``<group_id>-<instance_id>``,
+        stable across restarts as the instance id is (README "Static membership")."""
+        return f"{self.group_id}-{self.instance_id}"
+
     def trigger(self) -> TriggerPolicy:
         if self.trigger_policy == "fund-floor":
             return FundFloor(self.fund_floor)
@@ -140,7 +150,9 @@ class Settings:
 _SCALARS = {f.name: f for f in fields(Settings) if f.name not in ("topics", "symbols", "kafka", "kafka_sources")}
 _TOPIC_NAMES = tuple(f.name for f in fields(Topics))
 PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
+MEMBERSHIPS = ("static", "dynamic")
 _CHOICES = {
+    "membership": MEMBERSHIPS,
     "processing_guarantee": PROCESSING_GUARANTEES,
     "trigger_policy": TRIGGER_POLICIES,
     "ranking_policy": tuple(ALLOCATION_POLICIES),

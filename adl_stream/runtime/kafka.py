@@ -43,9 +43,14 @@ def publisher_config(settings: Settings) -> dict:
 
 
 def consumer_config(settings: Settings) -> dict:
-    """The group member: subscribed to the changelog topic, whose partitions are the tasks."""
+    """The group member: subscribed to the changelog topic, whose partitions are the tasks. A static
+    member (KIP-345) unless ``membership = "dynamic"``: ``group.instance.id`` is
+    :attr:`Settings.group_instance_id`, so a restarted
+    instance takes its place and its tasks back without waiting for its ghost's session to end."""
+    static = {"group.instance.id": settings.group_instance_id} if settings.membership == "static" else {}
     return _with_passthrough(settings, {
         "group.id": settings.group_id,
+        **static,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
