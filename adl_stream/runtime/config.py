@@ -70,6 +70,9 @@ class Settings:
     instance_id: str = "0"
     """Stable and unique per instance (e.g. a StatefulSet ordinal): the transactional id is
     ``<group_id>-<instance_id>``, so a restarted instance fences its zombie."""
+    on_internal_error: str = "stop"
+    """An unexpected exception while applying a record: ``stop`` (exit 1, logging the record's
+    topic/partition/offset) or ``dead-letter`` (to adl-dlq as ``internal_error``, and go on)."""
     membership: str = "static"
     """``static``: the group member has ``group.instance.id = <group_id>-<instance_id>`` (KIP-345),
     so a restarted instance takes its tasks back at once; ``dynamic``: none (README "Static
@@ -153,6 +156,7 @@ PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
 MEMBERSHIPS = ("static", "dynamic")
 _CHOICES = {
     "membership": MEMBERSHIPS,
+    "on_internal_error": ("stop", "dead-letter"),
     "processing_guarantee": PROCESSING_GUARANTEES,
     "trigger_policy": TRIGGER_POLICIES,
     "ranking_policy": tuple(ALLOCATION_POLICIES),

@@ -79,6 +79,21 @@ class FatalError(RuntimeError):
     pass
 
 
+class InternalError(FatalError):
+    """An unexpected exception while applying the record at ``topic``/``partition``/``offset``."""
+
+    def __init__(self, topic: str, partition: int, offset: int, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+#: What the operator does about an internal error (README "An exception on one record").
+RUNBOOK = ("a bug met this record: nothing from it on was committed, and a restart meets it again. Keep the "
+           "log and the record (kafka-console-consumer --topic T --partition P --offset O --max-messages 1), "
+           "report it, and to go on past it set on_internal_error = \"dead-letter\" (ADL_ON_INTERNAL_ERROR), "
+           "which sends such records to the dead-letter topic")
+
+
 def received_ts(message, engine: Engine) -> int | None:
     """The Kafka record timestamp as the event-time guard's reference (README "Event time"): the
     broker's clock (LogAppendTime) always; the producer's (CreateTime) only while stream time is
@@ -218,6 +233,10 @@ class Processor:
                       "after this one and took its transactions over (it may have stopped since); this instance "
                       "stops, and what it had not committed is aborted. Give every instance its own instance_id")
             code = EXIT_FENCED
+        except InternalError as exc:
+            log.error("internal_error", error=str(exc), topic=exc.topic, partition=exc.partition, offset=exc.offset,
+                      runbook=RUNBOOK, exc_info=exc.__cause__)
+            code = EXIT_FATAL
         except (FatalError, DeliveryFailed) as exc:
             log.error("fatal", error=str(exc), hint="the failed batch was not committed; a restart "
                       "processes it again")
@@ -533,6 +552,14 @@ class Processor:
                 if rejected.outcome is not None:  # what its time did before it was refused
                     self._emit(topic, rejected.outcome, consumed_at)
                 self._dead_letter(message, rejected)
+            return
+        except Exception as exc:  # a bug: not the record's fault as far as anyone knows
+            if self.settings.on_internal_error != "dead-letter":
+                raise InternalError(topic, partition, offset, exc) from exc
+            log.error("internal_error_dead_lettered", topic=topic, partition=partition, offset=offset,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            if live:
+                self._dead_letter(message, Rejected("internal_error", f"{type(exc).__name__}: {exc}"))
             return
         if not live:  # replay: below the start, records only build state
             self.metrics.restored.labels(topic).inc()
