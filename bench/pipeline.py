@@ -121,10 +121,10 @@ def _run_until_caught_up(settings: Settings) -> tuple[Processor, float, float]:
     first: list[float] = []
     apply = processor.apply_record
 
-    def timed_apply(engine, record):
+    def timed_apply(engine, record, received_ts=None):
         if not first:
             first.append(time.perf_counter())
-        return apply(engine, record)
+        return apply(engine, record, received_ts)
 
     processor.apply_record = timed_apply
     assert processor.run(threading.Event()) == 0, "the processor failed: see its log"

@@ -10,6 +10,15 @@ Stream time is the largest event time of the records whose *fields* were valid; 
 reservation expiry and the de-duplication window, and it advances before the checks that depend
 on state (so a shortfall sees the reservations that expired by its own time). The same records in
 the same order always give the same outputs.
+
+Event-time guard (SPEC §4, README "Event time: how far ahead, how far behind"): with
+``max_event_skew_ms``, a record whose event time is further ahead of its *reference* than that is
+rejected as ``future_event`` before it touches anything: it never moves stream time, expires a
+reservation or evicts an id. The reference is stream time, or the record's ``received_ts`` (the
+time the bus received it, given by the runtime) when that is later. A record with an id (fill,
+fund flow, shortfall) older than ``max_lateness_ms`` before stream time is rejected as
+``late_event``; the lateness bound is at most the de-duplication window, beyond which a repeat
+could not be recognised.
 """
 
 from __future__ import annotations
@@ -74,7 +83,15 @@ class Engine:
         reservation_timeout_ms: int = 60_000,
         dedup_window_ms: int = 86_400_000,
         indicator_interval_ms: int = 0,
+        max_event_skew_ms: int | None = None,
+        max_lateness_ms: int | None = None,
     ) -> None:
+        """``max_event_skew_ms`` None: no record is refused for being ahead; ``max_lateness_ms``
+        None: the de-duplication window (it may not exceed it)."""
+        if max_lateness_ms is not None and max_lateness_ms > dedup_window_ms:
+            raise ValueError(f"max_lateness_ms {max_lateness_ms} exceeds the de-duplication window {dedup_window_ms}")
+        self.max_event_skew_ms = max_event_skew_ms
+        self.max_lateness_ms = dedup_window_ms if max_lateness_ms is None else max_lateness_ms
         self.symbols = dict(symbols)
         self.assets = frozenset(spec.settle_asset for spec in self.symbols.values())
         self.fund_ids = frozenset(spec.fund_id for spec in self.symbols.values())
@@ -89,6 +106,7 @@ class Engine:
         self.indicators = Indicators(indicator_interval_ms)
         self.stream_time = -1
         self._advanced: Outcome | None = None
+        self._received_ts: int | None = None
         self.changed: set[tuple[str, ...]] = set()
         """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
         self._shortfalls = ShortfallContext(
@@ -114,12 +132,15 @@ class Engine:
 
     # -- entry point -------------------------------------------------------------------------
 
-    def apply(self, record: InputRecord) -> Outcome:
+    def apply(self, record: InputRecord, received_ts: int | None = None) -> Outcome:
+        """Apply ``record``. ``received_ts``, when given, is when the bus received it (the Kafka
+        record timestamp): an event time may be ``max_event_skew_ms`` ahead of it too."""
         handler = self._handlers.get(type(record))
         if handler is None:
             raise TypeError(f"not an input record: {type(record).__name__}")
         with decimal.localcontext(EXACT):
             self._advanced = None
+            self._received_ts = received_ts
             try:
                 return handler(record)
             except Rejected as rejected:  # stream time may have moved first: that stays, and is told
@@ -171,15 +192,28 @@ class Engine:
 
     # -- handlers ----------------------------------------------------------------------------
 
+    def _check_time(self, ts: int) -> None:
+        """Rejected as ``future_event`` when ``ts`` is more than ``max_event_skew_ms`` ahead of the
+        later of stream time and the record's ``received_ts`` (nothing to compare before either)."""
+        skew = self.max_event_skew_ms
+        if skew is None:
+            return
+        received = self._received_ts
+        reference = self.stream_time if received is None or received < self.stream_time else received
+        if reference >= 0 and ts > reference + skew:
+            by = "stream time" if reference == self.stream_time else "the time the bus received it"
+            raise Rejected("future_event", f"ts {ts} is {ts - reference} ms ahead of {by} ({reference}); "
+                           f"max_event_skew_ms is {skew}: is the producer's clock wrong?")
+
     def _check_new(self, id_: str, ts: int) -> bool:
         """True for an id not seen before; False for a duplicate; Rejected when too late to tell."""
         if id_ in self.seen:
             return False
-        if ts < self.stream_time - self.seen.window_ms:
+        if ts < self.stream_time - self.max_lateness_ms:
             raise Rejected(
                 "late_event",
-                f"ts {ts} is older than the de-duplication window "
-                f"({self.seen.window_ms} ms before stream time {self.stream_time})",
+                f"ts {ts} is more than max_event_lateness_ms ({self.max_lateness_ms} ms) behind "
+                f"stream time {self.stream_time}",
             )
         return True
 
@@ -203,6 +237,7 @@ class Engine:
 
     def _fill(self, fill: Fill) -> Outcome:
         spec = validation.check_fill(fill, self.symbols)
+        self._check_time(fill.ts)
         if not self._check_new(fill.fill_id, fill.ts):
             return Outcome(duplicate=True)
         outcome = Outcome()
@@ -239,6 +274,7 @@ class Engine:
 
     def _mark(self, mark: MarkPrice) -> Outcome:
         validation.check_mark(mark, self.symbols)
+        self._check_time(mark.ts)
         held = self.marks.get(mark.symbol)
         if held is not None and mark.ts <= held[1]:
             return Outcome(stale=True)
@@ -251,6 +287,7 @@ class Engine:
 
     def _balance(self, update: BalanceUpdate) -> Outcome:
         validation.check_balance(update, self.assets)
+        self._check_time(update.ts)
         outcome = Outcome()
         wallet = self.wallets.set_balance(update.account_id, update.asset, update.wallet_balance, update.ts)
         if wallet is None:
@@ -263,6 +300,7 @@ class Engine:
 
     def _flow(self, flow: FundFlow) -> Outcome:
         validation.check_flow(flow, self.fund_ids)
+        self._check_time(flow.ts)
         if not self._check_new(flow.flow_id, flow.ts):
             return Outcome(duplicate=True)
         outcome = Outcome()
@@ -276,6 +314,7 @@ class Engine:
 
     def _shortfall(self, shortfall: LiquidationShortfall) -> Outcome:
         spec = validation.check_shortfall(shortfall, self.symbols)
+        self._check_time(shortfall.ts)
         if not self._check_new(shortfall.event_id, shortfall.ts):
             return Outcome(duplicate=True)
         # Ranking values positions at the latest mark; before the first mark, at the bankruptcy price.

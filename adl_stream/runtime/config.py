@@ -70,6 +70,13 @@ class Settings:
     instance_id: str = "0"
     """Stable and unique per instance (e.g. a StatefulSet ordinal): the transactional id is
     ``<group_id>-<instance_id>``, so a restarted instance fences its zombie."""
+    on_internal_error: str = "stop"
+    """An unexpected exception while applying a record: ``stop`` (exit 1, logging the record's
+    topic/partition/offset) or ``dead-letter`` (to adl-dlq as ``internal_error``, and go on)."""
+    membership: str = "static"
+    """``static``: the group member has ``group.instance.id = <group_id>-<instance_id>`` (KIP-345),
+    so a restarted instance takes its tasks back at once; ``dynamic``: none (README "Static
+    membership")."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9464
     """0 picks a free port (logged at start)."""
@@ -87,6 +94,12 @@ class Settings:
     """ADL indicator lights each time stream time crosses a multiple of this (0: off)."""
     reservation_timeout_ms: int = 60_000
     dedup_window_ms: int = 86_400_000
+    max_event_skew_ms: int = 60_000
+    """A record whose event time is further ahead of stream time (or, while stream time is unknown
+    or behind it, of the Kafka record timestamp) is dead-lettered as ``future_event``."""
+    max_event_lateness_ms: int = 3_600_000
+    """A fill, fund flow or shortfall further behind stream time is dead-lettered as
+    ``late_event``; at most ``dedup_window_ms``."""
     batch_size: int = 5_000
     """Most input records per consume call and per transaction."""
     commit_interval_ms: int = 100
@@ -134,6 +147,12 @@ class Settings:
     def transactional_id(self) -> str:
         return f"{self.group_id}-{self.instance_id}"
 
+    @property
+    def group_instance_id(self) -> str:
+        """The group member's static id (``group.instance.id``, KIP-345): ``<group_id>-<instance_id>``,
+        stable across restarts as the instance id is (README "Static membership")."""
+        return f"{self.group_id}-{self.instance_id}"
+
     def trigger(self) -> TriggerPolicy:
         if self.trigger_policy == "fund-floor":
             return FundFloor(self.fund_floor)
@@ -154,7 +173,10 @@ REGISTRY_NUMBERS = ("timeout", "cache.capacity", "cache.latest.ttl.sec", "max.re
                     "retries.max.wait.ms")
 _TOPIC_NAMES = tuple(f.name for f in fields(Topics))
 PROCESSING_GUARANTEES = ("exactly-once", "at-least-once")
+MEMBERSHIPS = ("static", "dynamic")
 _CHOICES = {
+    "membership": MEMBERSHIPS,
+    "on_internal_error": ("stop", "dead-letter"),
     "processing_guarantee": PROCESSING_GUARANTEES,
     "trigger_policy": TRIGGER_POLICIES,
     "ranking_policy": tuple(ALLOCATION_POLICIES),
@@ -162,7 +184,9 @@ _CHOICES = {
     "log_level": LOG_LEVELS,
 }
 _NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions", "indicator_interval_ms")
-_POSITIVE = ("reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms", "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s", "snapshot_min_records", "snapshot_chunk_entities")
+_POSITIVE = ("max_event_skew_ms", "max_event_lateness_ms", "reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms",
+             "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s", "snapshot_min_records",
+             "snapshot_chunk_entities")
 
 
 def _coerce(setting: str, value: Any, kind: Any, source: str):
@@ -346,6 +370,12 @@ def load_settings(
         raise ConfigError("drawdown_pct", values["trigger_policy"][1], "trigger_policy = \"drawdown\" needs "
                           "drawdown_pct, the percent below the fund's peak at which ADL starts, e.g. "
                           "drawdown_pct = \"30\" (OKX), with drawdown_window_ms (default 8 h) (ADL_DRAWDOWN_PCT)")
+    if resolved.max_event_lateness_ms > resolved.dedup_window_ms:
+        key = "max_event_lateness_ms" if "max_event_lateness_ms" in values else "dedup_window_ms"
+        raise ConfigError(key, values[key][1] if key in values else "defaults",
+                          f"max_event_lateness_ms ({resolved.max_event_lateness_ms}) must be <= dedup_window_ms "
+                          f"({resolved.dedup_window_ms}): an id older than the de-duplication window cannot be "
+                          "told from a repeat. Lower max_event_lateness_ms or raise dedup_window_ms")
     names = [*resolved.topics.inputs(), *resolved.topics.outputs()]
     if len(set(names)) != len(names):
         raise ConfigError("topics", "settings", f"two topics share a name: {names}")

@@ -33,8 +33,33 @@ def _with_passthrough(settings: Settings, defaults: dict, role: str = PRODUCER) 
             **client_properties(settings, role)}
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(_with_passthrough(settings, {}))
+class _Unheard:
+    """A librdkafka ``logger`` that drops the lines: the start-up checks say what failed themselves."""
+
+    def log(self, *_args, **_kwargs) -> None:
+        pass
+
+
+def admin_client(settings: Settings, error_cb=None) -> AdminClient:
+    """``error_cb`` receives librdkafka's errors (e.g. a TLS handshake refused), served by ``poll``;
+    its raw log lines are then dropped, as they are unserved without it."""
+    config = _with_passthrough(settings, {})
+    if error_cb is not None:
+        config.update(error_cb=error_cb, logger=_Unheard())
+    return AdminClient(config)
+
+
+def _untrusted(settings: Settings, errors: list) -> StartupError | None:
+    """The error to stop with when the broker's TLS certificate failed verification: retrying
+    cannot help, and the setting to fix is the CA (README "TLS")."""
+    reason = next((str(e) for e in errors if "certificate verify failed" in str(e)), None)
+    if reason is None:
+        return None
+    ca = settings.kafka.get("ssl.ca.location")
+    where = f" = {ca!r} (from {settings.kafka_sources.get('ssl.ca.location', 'settings')})" if ca else " (not set: the system's CAs)"
+    return StartupError(f"the TLS certificate of the broker at {settings.bootstrap_servers!r} is not trusted by "
+                        f'kafka."ssl.ca.location"{where}: {reason}. Set ssl.ca.location to the CA that signed '
+                        "the broker's certificate (ADL_KAFKA_SSL_CA_LOCATION)")
 
 
 def publisher_config(settings: Settings) -> dict:
@@ -43,9 +68,14 @@ def publisher_config(settings: Settings) -> dict:
 
 
 def consumer_config(settings: Settings) -> dict:
-    """The group member: subscribed to the changelog topic, whose partitions are the tasks."""
+    """The group member: subscribed to the changelog topic, whose partitions are the tasks. A static
+    member (KIP-345) unless ``membership = "dynamic"``: ``group.instance.id`` is
+    :attr:`Settings.group_instance_id`, so a restarted
+    instance takes its place and its tasks back without waiting for its ghost's session to end."""
+    static = {"group.instance.id": settings.group_instance_id} if settings.membership == "static" else {}
     return _with_passthrough(settings, {
         "group.id": settings.group_id,
+        **static,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
@@ -90,7 +120,8 @@ def topic_settings(settings: Settings) -> dict[str, str]:
             for name in settings.topics.__dataclass_fields__}
 
 
-def wait_for_cluster(settings: Settings, admin: AdminClient, topics: dict[str, str] | None = None):
+def wait_for_cluster(settings: Settings, admin: AdminClient, topics: dict[str, str] | None = None,
+                     errors: list | None = None):
     """The cluster's metadata once it answers and holds every topic of ``topics`` (topic -> its
     setting), retried for ``startup_timeout_s`` with one warning per retry saying what is awaited.
 
@@ -100,7 +131,14 @@ def wait_for_cluster(settings: Settings, admin: AdminClient, topics: dict[str, s
     missing: list[str] = []
 
     def attempt():
-        metadata = admin.list_topics(timeout=2)  # short: the first warning comes early
+        try:
+            metadata = admin.list_topics(timeout=2)  # short: the first warning comes early
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+            untrusted = _untrusted(settings, errors or [])
+            if untrusted is not None:
+                raise untrusted from None
+            raise
         missing[:] = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
         if missing:
             raise _TopicsNotReady()
@@ -144,7 +182,8 @@ def check_topics(settings: Settings) -> dict[str, int]:
     whose partition counts differ (SPEC §2: inputs are co-partitioned).
     """
     wanted = topic_settings(settings)
-    metadata = wait_for_cluster(settings, admin_client(settings), wanted)
+    errors: list = []
+    metadata = wait_for_cluster(settings, admin_client(settings, errors.append), wanted, errors)
     counts = {t: len(metadata.topics[t].partitions) for t in wanted}
     inputs = {t: counts[t] for t in settings.topics.inputs()}
     if len(set(inputs.values())) != 1:

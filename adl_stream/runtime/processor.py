@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 
 from ..engine import (
     AdlIndicator,
@@ -82,6 +82,31 @@ PartitionKey = tuple[str, int]
 
 class FatalError(RuntimeError):
     pass
+
+
+class InternalError(FatalError):
+    """An unexpected exception while applying the record at ``topic``/``partition``/``offset``."""
+
+    def __init__(self, topic: str, partition: int, offset: int, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+#: What the operator does about an internal error (README "An exception on one record").
+RUNBOOK = ("a bug met this record: nothing from it on was committed, and a restart meets it again. Keep the "
+           "log and the record (kafka-console-consumer --topic T --partition P --offset O --max-messages 1), "
+           "report it, and to go on past it set on_internal_error = \"dead-letter\" (ADL_ON_INTERNAL_ERROR), "
+           "which sends such records to the dead-letter topic")
+
+
+def received_ts(message, engine: Engine) -> int | None:
+    """The Kafka record timestamp as the event-time guard's reference (README "Event time"): the
+    broker's clock (LogAppendTime) always; the producer's (CreateTime) only while stream time is
+    unknown, since a producer with a wrong clock may stamp both times alike."""
+    kind, ts = message.timestamp()
+    if kind == TIMESTAMP_LOG_APPEND_TIME or (kind == TIMESTAMP_CREATE_TIME and engine.stream_time < 0):
+        return ts
+    return None
 
 
 @dataclass
@@ -164,9 +189,9 @@ class Processor:
     def fund_balances(self) -> dict:
         return {fund: balance for d in self.domains() for fund, balance in d.engine.funds.balances().items()}
 
-    def apply_record(self, engine: Engine, record) -> Outcome:
+    def apply_record(self, engine: Engine, record, received_ts: int | None = None) -> Outcome:
         """The one call into the engine (a seam for tests and benchmarks)."""
-        return engine.apply(record)
+        return engine.apply(record, received_ts)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -216,6 +241,10 @@ class Processor:
                       "after this one and took its transactions over (it may have stopped since); this instance "
                       "stops, and what it had not committed is aborted. Give every instance its own instance_id")
             code = EXIT_FENCED
+        except InternalError as exc:
+            log.error("internal_error", error=str(exc), topic=exc.topic, partition=exc.partition, offset=exc.offset,
+                      runbook=RUNBOOK, exc_info=exc.__cause__)
+            code = EXIT_FATAL
         except (FatalError, DeliveryFailed, RegistryUnavailable) as exc:
             log.error("fatal", error=str(exc), hint="the failed batch was not committed; a restart "
                       "processes it again")
@@ -295,7 +324,8 @@ class Processor:
         s = self.settings
         engine = Engine(self.topology.symbols_of(asset), trigger=s.trigger(), ranking=s.ranking(),
                         reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms,
-                        indicator_interval_ms=s.indicator_interval_ms)
+                        indicator_interval_ms=s.indicator_interval_ms, max_event_skew_ms=s.max_event_skew_ms,
+                        max_lateness_ms=s.max_event_lateness_ms)
         return Domain(asset, engine, EventTimeMerger(self._priority, s.max_idle_ms))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -542,12 +572,20 @@ class Processor:
         try:
             if isinstance(record, Rejected):
                 raise record
-            outcome = self.apply_record(domain.engine, record)
+            outcome = self.apply_record(domain.engine, record, received_ts(message, domain.engine))
         except Rejected as rejected:
             if live:
                 if rejected.outcome is not None:  # what its time did before it was refused
                     self._emit(topic, rejected.outcome, consumed_at)
                 self._dead_letter(message, rejected)
+            return
+        except Exception as exc:  # a bug: not the record's fault as far as anyone knows
+            if self.settings.on_internal_error != "dead-letter":
+                raise InternalError(topic, partition, offset, exc) from exc
+            log.error("internal_error_dead_lettered", topic=topic, partition=partition, offset=offset,
+                      error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            if live:
+                self._dead_letter(message, Rejected("internal_error", f"{type(exc).__name__}: {exc}"))
             return
         if not live:  # replay: below the start, records only build state
             self.metrics.restored.labels(topic).inc()

@@ -125,7 +125,8 @@ def test_prometheus_scrapes_the_processor_and_every_panel_and_alert_evaluates(se
     feed.send(*sc.SETUP)  # series first, so that rates and increases see the crash below
     running.wait_handled(len(sc.SETUP))
     time.sleep(2.5)
-    rest = [*sc.STREAM[len(sc.SETUP):], sc.MarkPrice("BTCUSDT", sc.D(91), 70_000)]
+    # 60 s past E4 (8 s): as far ahead as max_event_skew_ms allows, past E3's reservations (66 s).
+    rest = [*sc.STREAM[len(sc.SETUP):], sc.MarkPrice("BTCUSDT", sc.D(91), 68_000)]
     feed.send(*rest)  # the last mark expires E3's reservations
     feed.send_raw(settings.topics.fills, "BTCUSDT", b"not avro")  # one dead letter
     running.wait_handled(len(sc.SETUP) + len(rest) + 1)

@@ -208,9 +208,9 @@ def test_a_transaction_opened_inside_a_large_consumed_batch_commits_within_the_i
     Feed(settings).send(*[sc.FundFlow(f"d{i}", "USDT", "DEPOSIT", D(1), 1_000 + i) for i in range(400)])
     apply, commit, committed_at = Processor.apply_record, Processor._commit, []
 
-    def slow(self, engine, record):
+    def slow(self, engine, record, received_ts=None):
         time.sleep(0.005)
-        return apply(self, engine, record)
+        return apply(self, engine, record, received_ts)
 
     def timed_commit(self):
         commit(self)
@@ -233,11 +233,11 @@ def test_an_internal_error_stops_the_instance_without_committing_past_it(setting
     processor, failed = first.processor, []
     apply = processor.apply_record
 
-    def apply_broken_from_e3_on(engine, record):  # a bug: the engine fails on E3 and on all after it
+    def apply_broken_from_e3_on(engine, record, received_ts=None):  # a bug: the engine fails on E3 and all after
         if getattr(record, "event_id", None) == "E3" or failed:
             failed.append(record)
             raise RuntimeError("a bug in the engine")
-        return apply(engine, record)
+        return apply(engine, record, received_ts)
 
     processor.apply_record = apply_broken_from_e3_on
     Feed(settings).send(*sc.STREAM)

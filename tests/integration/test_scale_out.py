@@ -20,8 +20,10 @@ def test_two_instances_split_the_settle_assets_and_hand_over_without_loss_or_rep
     usdc = generate(seed=5, trades=1600, shortfalls=30, asset="USDC", start=1_005, indicator_interval_ms=2_000)
     records = sorted(usdt.records + usdc.records, key=lambda r: r.ts)
     # Two tasks: USDT hashes to task 1, USDC (and the unrouted records) to task 0.
+    # Dynamic members: a static one that stops does not leave the group, and Tansu never hands its
+    # task on (README "Static membership"); this test is about the hand-over of a leaving instance.
     s = replace(settings, symbols={**symbols_of("USDT"), **symbols_of("USDC")}, state_partitions=2, max_idle_ms=1000,
-                indicator_interval_ms=2_000)
+                indicator_interval_ms=2_000, membership="dynamic")
     feed, third = Feed(s), len(records) // 3
 
     a = start_processor(replace(s, instance_id="a"))

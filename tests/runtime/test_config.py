@@ -162,3 +162,30 @@ def test_policy_settings_build_their_policies_and_refuse_what_is_incomplete(conf
     with pytest.raises(ConfigError) as info:
         load_settings(config('haircut_cap = "0"\n' + BASE), env={})
     assert info.value.setting == "haircut_cap"
+
+
+def test_event_time_bounds_default_and_the_lateness_stays_within_the_dedup_window(config):
+    s = load_settings(config(), env={})
+    assert (s.max_event_skew_ms, s.max_event_lateness_ms, s.dedup_window_ms) == (60_000, 3_600_000, 86_400_000)
+    s = load_settings(config(), env={"ADL_MAX_EVENT_SKEW_MS": "5000", "ADL_MAX_EVENT_LATENESS_MS": "600000"})
+    assert (s.max_event_skew_ms, s.max_event_lateness_ms) == (5_000, 600_000)
+    with pytest.raises(ConfigError, match="max_event_skew_ms.*ADL_MAX_EVENT_SKEW_MS.*> 0"):
+        load_settings(config(), env={"ADL_MAX_EVENT_SKEW_MS": "0"})
+    with pytest.raises(ConfigError, match="'max_event_lateness_ms'.*<= dedup_window_ms"):
+        load_settings(config(), env={"ADL_MAX_EVENT_LATENESS_MS": "86400001"})
+    with pytest.raises(ConfigError, match="'dedup_window_ms'.*flag --dedup-window-ms.*<= dedup_window_ms"):
+        load_settings(config(), env={}, flags={"dedup_window_ms": 1_000})
+
+
+def test_the_group_member_is_static_with_an_id_from_group_and_instance(config):
+    s = load_settings(config(), env={"ADL_INSTANCE_ID": "adl-stream-2"})
+    assert s.membership == "static"
+    assert consumer_config(s)["group.instance.id"] == "from-file-adl-stream-2" == s.group_instance_id
+    assert s.group_instance_id == s.transactional_id  # one stable name per instance
+    from adl_stream.runtime.kafka import input_consumer_config, producer_config
+    assert "group.instance.id" not in input_consumer_config(s)  # assigned partitions: no membership
+    assert "group.instance.id" not in producer_config(s)
+    dynamic = load_settings(config(), env={"ADL_MEMBERSHIP": "dynamic"})
+    assert "group.instance.id" not in consumer_config(dynamic)
+    with pytest.raises(ConfigError, match="'membership'.*ADL_MEMBERSHIP.*static, dynamic"):
+        load_settings(config(), env={"ADL_MEMBERSHIP": "sticky"})
