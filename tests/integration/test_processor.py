@@ -137,11 +137,12 @@ def test_restart_restores_state_from_the_changelog_and_resumes_the_inputs_where_
     assert metric(p, "adl_committed_input_offset", settle_asset="USDT") == len(sc.STREAM)  # inputs not re-read
     assert metric(p, "adl_events_processed_total") == 0
     assert metric(p, "adl_restore_duration_seconds") > 0
-    # New input after the restart is decided on the restored state. At 70 s E3's restored
+    # New input after the restart is decided on the restored state (68 s: as far ahead of E4 at 8 s
+    # as max_event_skew_ms allows). At 68 s E3's restored
     # reservations (until 66 s) have expired; B still holds 3 long. S1 is now short 2 at entry 120
     # with wallet 150 (100 + 50 realized by E2:2): upnl 60, pnl 0.25, leverage 180/210 -> 0.214,
     # ahead of S3 (0.0598): E5 takes S1's 2, then 1 of S3's 5.
-    feed.send(sc.shortfall("E5", "B", 3, 95, 10_000, 70_000))
+    feed.send(sc.shortfall("E5", "B", 3, 95, 10_000, 68_000))
     second.wait_handled(1)
     decisions = decode_all(read_topic(settings, settings.topics.adl_decisions, 5), ShortfallDecision)
     assert [d.event_id for d in decisions] == ["E1", "E2", "E3", "E4", "E5"]  # nothing twice
@@ -172,7 +173,7 @@ def test_restart_restores_from_the_latest_snapshot_and_reads_less_than_the_histo
     assert 0 < metric(p, "adl_restore_events_total", topic=p.changelog) < history  # not from offset 0
     assert metric(p, "adl_committed_input_offset", settle_asset="USDT") == len(sc.STREAM)
     feed = Feed(s)
-    feed.send(sc.shortfall("E5", "B", 3, 95, 10_000, 70_000))  # decided as without snapshots (above)
+    feed.send(sc.shortfall("E5", "B", 3, 95, 10_000, 68_000))  # decided as without snapshots (above)
     second.wait_handled(1)
     orders = decode_all(read_topic(s, s.topics.adl_orders, 7), AdlOrder)
     assert [sc.order_summary(o) for o in orders[-2:]] == [
