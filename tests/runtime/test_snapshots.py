@@ -11,7 +11,6 @@ from adl_stream.engine.state import keys, restore, value_of
 from adl_stream.runtime.changelog import (
     SEQ_HEADER,
     SNAPSHOT_HEADER,
-    TXN_HEADER,
     decode_chunk,
     encode_marker,
     fold,
@@ -23,22 +22,9 @@ from adl_stream.runtime.snapshots import RECORD_BYTES, SnapshotWriter
 from tests import scenarios as sc
 from tests.engine.test_properties import markets
 from tests.engine.test_state import OPTIONS, _applied, _apply
+from tests.runtime.test_topology import Message
 
 INPUT = ("in", 0)
-
-
-class Message:
-    def __init__(self, key, value, headers):
-        self._key, self._value, self._headers = key, value, headers
-
-    def key(self):
-        return self._key
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return self._headers
 
 
 class Log:
@@ -52,12 +38,12 @@ class Log:
                     marker: bool = True) -> None:
         """One transaction of the task: its changes, a snapshot step, its marker (unless cut short)."""
         self.txn += 1
-        headers = [(TXN_HEADER, str(self.txn).encode())]
+        txn = str(self.txn)
 
         def produce(raw_key, raw_value, on_offset=None):
             if on_offset is not None:
                 on_offset(len(self.messages))
-            self.messages.append(Message(raw_key, raw_value, headers))
+            self.messages.append(Message(raw_key, raw_value, txn))
 
         written = write_changes(produce, "USDT", engine)
         writer.step(produce, written, [(engine, "USDT")])
@@ -66,7 +52,7 @@ class Log:
         extra = [(SEQ_HEADER, str(seq).encode())]
         if writer.complete is not None:
             extra.append((SNAPSHOT_HEADER, str(writer.complete).encode()))
-        self.messages.append(Message(marker_key(seq), encode_marker({"USDT": {INPUT: applied}}), headers + extra))
+        self.messages.append(Message(marker_key(seq), encode_marker({"USDT": {INPUT: applied}}), txn, extra))
         writer.marked()
         writer.committed()
 

@@ -47,8 +47,8 @@ def test_records_route_by_their_key_or_for_balances_by_their_asset():
 class Message:
     """What fold() reads of a consumed changelog message."""
 
-    def __init__(self, key: bytes, value: bytes | None, txn: str) -> None:
-        self._key, self._value, self._headers = key, value, [(TXN_HEADER, txn.encode())]
+    def __init__(self, key: bytes, value: bytes | None, txn: str, headers=()) -> None:
+        self._key, self._value, self._headers = key, value, [(TXN_HEADER, txn.encode()), *headers]
 
     def key(self):
         return self._key
