@@ -32,22 +32,20 @@ from decimal import Decimal
 from .engine import (
     ALLOCATION_POLICIES,
     AdlOrder,
-    Drawdown,
     Engine,
     Fill,
-    FundExhausted,
-    FundFloor,
     LiquidationShortfall,
     Rejected,
     ShortfallDecision,
     SymbolSpec,
 )
-from .engine.allocation import PnlProRata
+from .engine.allocation import allocation_policy
+from .engine.funds import TRIGGER_POLICIES, trigger_policy
 from .engine.numbers import EXACT, WIRE_SCALE, ZERO
 from .engine.records import ADL, BUY, FUND_COVERED, SELL
 from .readable import plain
 
-TRIGGERS = ("fund-exhausted", "fund-floor", "drawdown")
+TRIGGERS = TRIGGER_POLICIES
 ALLOCATIONS = tuple(ALLOCATION_POLICIES)
 #: The keys of one policy's entry in ``compare.json``, in their order.
 REPORT_KEYS = (
@@ -79,16 +77,11 @@ class PolicySpec:
         return f"{self.trigger_name}/{self.allocation_name}"
 
     def trigger(self):
-        if self.trigger_name == "fund-floor":
-            return FundFloor(self.fund_floor)
-        if self.trigger_name == "drawdown":
-            return Drawdown(self.drawdown_pct, self.drawdown_window_ms)
-        return FundExhausted()
+        return trigger_policy(self.trigger_name, fund_floor=self.fund_floor, drawdown_pct=self.drawdown_pct,
+                              drawdown_window_ms=self.drawdown_window_ms)
 
     def allocation(self):
-        if self.allocation_name == PnlProRata.name:
-            return PnlProRata(self.haircut_cap)
-        return ALLOCATION_POLICIES[self.allocation_name]()
+        return allocation_policy(self.allocation_name, haircut_cap=self.haircut_cap)
 
 
 def policy_specs(triggers: Sequence[str] = TRIGGERS, allocations: Sequence[str] = ALLOCATIONS,

@@ -64,6 +64,21 @@ class Drawdown:
         return after < 0 or after * 100 < peak * (100 - self.pct)
 
 
+TRIGGER_POLICIES = (FundExhausted.name, FundFloor.name, Drawdown.name)
+
+
+def trigger_policy(name: str, *, fund_floor: Decimal = Decimal(0), drawdown_pct: Decimal | None = None,
+                   drawdown_window_ms: int | None = None) -> TriggerPolicy:
+    """The trigger policy ``name`` (one of :data:`TRIGGER_POLICIES`) with its settings."""
+    if name == FundFloor.name:
+        return FundFloor(fund_floor)
+    if name == Drawdown.name:
+        return Drawdown(drawdown_pct, drawdown_window_ms)
+    if name == FundExhausted.name:
+        return FundExhausted()
+    raise ValueError(f"unknown trigger policy {name!r}; choose from {', '.join(TRIGGER_POLICIES)}")
+
+
 class FundLedger:
     """Balance of every insurance fund (never below zero) and, for a trigger with a window, the
     balances each fund held within it.

@@ -22,10 +22,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ..engine import ALLOCATION_POLICIES, Drawdown, FundExhausted, FundFloor, SymbolSpec, TriggerPolicy
-from ..engine.allocation import PnlProRata
+from ..engine import ALLOCATION_POLICIES, SymbolSpec, TriggerPolicy
+from ..engine.allocation import allocation_policy
+from ..engine.funds import TRIGGER_POLICIES, trigger_policy
 
-TRIGGER_POLICIES = ("fund-exhausted", "fund-floor", "drawdown")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -154,16 +154,11 @@ class Settings:
         return f"{self.group_id}-{self.instance_id}"
 
     def trigger(self) -> TriggerPolicy:
-        if self.trigger_policy == "fund-floor":
-            return FundFloor(self.fund_floor)
-        if self.trigger_policy == "drawdown":
-            return Drawdown(self.drawdown_pct, self.drawdown_window_ms)
-        return FundExhausted()
+        return trigger_policy(self.trigger_policy, fund_floor=self.fund_floor, drawdown_pct=self.drawdown_pct,
+                              drawdown_window_ms=self.drawdown_window_ms)
 
     def ranking(self):
-        if self.ranking_policy == PnlProRata.name:
-            return PnlProRata(self.haircut_cap)
-        return ALLOCATION_POLICIES[self.ranking_policy]()
+        return allocation_policy(self.ranking_policy, haircut_cap=self.haircut_cap)
 
 
 _TABLES = ("topics", "symbols", "kafka", "kafka_sources", "schema_registry", "schema_registry_sources")
