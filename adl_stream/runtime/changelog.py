@@ -51,6 +51,7 @@ MARKER_KEYS = 100_000
 TXN_HEADER = "txn"
 SEQ_HEADER = "seq"
 SNAPSHOT_HEADER = "snapshot"
+SNAPSHOT_SLOT_HEADER = "snapshot_slot"
 
 Offsets = dict[tuple[str, int], int]
 
@@ -168,6 +169,7 @@ class RestoredTask:
     discarded: int = 0  # records of transactions without their marker (aborted, seen on Tansu)
     seq: int = 0  # markers the task has written (the last marker's ``seq`` + 1)
     snapshot: int | None = None  # where the latest complete snapshot starts, per the last marker
+    snapshot_slot: int = 0  # the slot of its records (the next snapshot uses the other one)
     start: int = 0  # the offset the restore read from
 
 
@@ -190,6 +192,7 @@ def fold(messages: Iterable, restored: RestoredTask | None = None) -> RestoredTa
             restored.seq = int(headers.get(SEQ_HEADER, b"-1")) + 1
             snapshot = headers.get(SNAPSHOT_HEADER)
             restored.snapshot = None if snapshot is None else int(snapshot)
+            restored.snapshot_slot = int(headers.get(SNAPSHOT_SLOT_HEADER, b"0"))
             restored.discarded += sum(len(records) for records in pending.values())
             pending.clear()
         else:

@@ -29,7 +29,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    Producer,
+    TopicPartition,
+)
 
 from ..engine import (
     AdlIndicator,
@@ -46,8 +52,6 @@ from ..engine.state import restore
 from ..wire import Codec
 from ..wire.registry import RegistryUnavailable
 from .changelog import (
-    SEQ_HEADER,
-    SNAPSHOT_HEADER,
     TXN_HEADER,
     Offsets,
     changelog_topic,
@@ -304,8 +308,8 @@ class Processor:
         latest complete snapshot the last marker names (:mod:`.snapshots`)."""
         s, started = self.settings, time.monotonic()
         state = restore_task(input_consumer_config(s), self.changelog, task_id, end)
-        task = Task(task_id, {}, end, SnapshotWriter(s.snapshot_min_records, s.snapshot_chunk_entities,
-                                                     complete=state.snapshot), state.seq)
+        task = Task(task_id, {}, end, SnapshotWriter.restored(state, s.snapshot_min_records, s.snapshot_chunk_entities),
+                    state.seq)
         for asset in self.topology.assets_of_task[task_id]:
             domain = self._new_domain(asset)
             restore(domain.engine, state.entities.get(asset, {}))
@@ -519,10 +523,8 @@ class Processor:
                 for domain in task.domains.values():
                     domain.committed = dict(domain.offsets)
                 marker = encode_marker({d.asset: d.offsets for d in task.domains.values()})
-                extra = [(SEQ_HEADER, str(task.seq).encode())]
-                if snapshots.complete is not None:
-                    extra.append((SNAPSHOT_HEADER, str(snapshots.complete).encode()))
-                self.checkpoint.produce(self.changelog, marker_key(task.seq), marker, headers + extra,
+                self.checkpoint.produce(self.changelog, marker_key(task.seq), marker,
+                                        headers + snapshots.marker_headers(task.seq),
                                         partition=task_id, mark=True)
                 task.seq += 1
                 snapshots.marked()

@@ -37,7 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.state import Key, keys, value_of
-from .changelog import MARKER_KEYS, chunk_entry, join_chunk, snapshot_key
+from .changelog import (
+    MARKER_KEYS,
+    SEQ_HEADER,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_SLOT_HEADER,
+    RestoredTask,
+    chunk_entry,
+    join_chunk,
+    snapshot_key,
+)
 
 RECORD_BYTES = 256 * 1024
 """A snapshot record ends once its entities reach this size (well under Kafka's 1 MB default
@@ -62,9 +71,10 @@ class SnapshotWriter:
     size: int = 0
     """Entities of the latest snapshot started."""
     slot: int = 1
+    """The slot of the latest snapshot started (each snapshot takes the other one)."""
+    complete_slot: int = 0
     _pending: deque | None = None  # (engine, asset, key) still to write of the snapshot in progress
     _chunk: int = 0
-    _start: int | None = None  # offset of the first record of the snapshot in progress
     _started: list = field(default_factory=list)  # [start] once delivered (set by the callback)
 
     @property
@@ -124,4 +134,20 @@ class SnapshotWriter:
     def committed(self) -> None:
         """The transaction that wrote the last chunk committed: the snapshot is complete."""
         if self._pending is None and self._started:
-            self.complete, self._started = self._started[0], []
+            self.complete, self.complete_slot, self._started = self._started[0], self.slot, []
+
+    def marker_headers(self, seq: int) -> list[tuple[str, bytes]]:
+        """The headers of the task's commit marker ``seq``: its sequence and, once there is one,
+        the latest complete snapshot (offset and slot)."""
+        headers = [(SEQ_HEADER, str(seq).encode())]
+        if self.complete is not None:
+            headers += [(SNAPSHOT_HEADER, str(self.complete).encode()),
+                        (SNAPSHOT_SLOT_HEADER, str(self.complete_slot).encode())]
+        return headers
+
+    @classmethod
+    def restored(cls, state: RestoredTask, min_records: int, chunk_entities: int) -> SnapshotWriter:
+        """The writer of a task restored as ``state``: its next snapshot never takes the slot of
+        the complete one a restore reads from (compaction would remove that one's records)."""
+        return cls(min_records, chunk_entities, complete=state.snapshot, slot=state.snapshot_slot,
+                   complete_slot=state.snapshot_slot)

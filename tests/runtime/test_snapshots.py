@@ -1,16 +1,16 @@
 """Snapshots in the changelog: a restore from the latest complete snapshot plus the tail after it
 equals a restore from the whole history, whatever the cut and snapshot points."""
 
+import json
 from decimal import Decimal as D
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine, Fill
 from adl_stream.engine.state import keys, restore, value_of
 from adl_stream.runtime.changelog import (
-    SEQ_HEADER,
-    SNAPSHOT_HEADER,
     decode_chunk,
     encode_marker,
     fold,
@@ -49,10 +49,8 @@ class Log:
         writer.step(produce, written, [(engine, "USDT")])
         if not marker:
             return
-        extra = [(SEQ_HEADER, str(seq).encode())]
-        if writer.complete is not None:
-            extra.append((SNAPSHOT_HEADER, str(writer.complete).encode()))
-        self.messages.append(Message(marker_key(seq), encode_marker({"USDT": {INPUT: applied}}), txn, extra))
+        self.messages.append(Message(marker_key(seq), encode_marker({"USDT": {INPUT: applied}}), txn,
+                                     writer.marker_headers(seq)))
         writer.marked()
         writer.committed()
 
@@ -90,7 +88,7 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
             log.transaction(engine, writer, seq, i, marker=False)
             restored, _ = log.restored()
             engine = _restored_engine(restored.entities.get("USDT", {}))
-            writer = SnapshotWriter(writer.min_records, writer.chunk_entities, complete=restored.snapshot)
+            writer = SnapshotWriter.restored(restored, writer.min_records, writer.chunk_entities)
             i, seq, crash = restored.offsets.get("USDT", {}).get(INPUT, 0), restored.seq, None
         elif i - 1 in commits:
             log.transaction(engine, writer, seq, i)
@@ -155,3 +153,22 @@ def test_snapshot_records_stay_under_the_record_size_however_large_the_entities(
     for raw in records:
         entities.update({key: value for _, key, value in decode_chunk(raw)})
     assert entities == _state(engine)
+
+
+@pytest.mark.parametrize("records, slot", [(5, 0), (8, 1)])  # the complete snapshot in either slot
+def test_after_a_restore_the_next_snapshot_takes_the_other_slot_than_the_one_read_from(records, slot):
+    """Compaction keeps the latest record per key: writing the next snapshot into the slot of the
+    complete one a restore reads from would let compaction remove that one before the next is done."""
+    engine, log = Engine(sc.SYMBOLS, **OPTIONS), Log()
+    writer = SnapshotWriter(min_records=1, chunk_entities=1_000)
+    for i, record in enumerate(sc.STREAM[:records]):
+        _apply(engine, record)
+        log.transaction(engine, writer, i, i + 1)
+    restored, start = log.restored()
+    read_from = json.loads(log.messages[start].key())  # ["snapshot", slot, 0]
+    assert read_from == ["snapshot", slot, 0]
+    again = SnapshotWriter.restored(restored, 1, 1_000)
+    keys_written = []
+    again.start([(engine, "USDT", keys(engine))])
+    again.write(lambda key, value, on_offset=None: keys_written.append(json.loads(key)))
+    assert keys_written and {k[1] for k in keys_written} == {1 - read_from[1]}
