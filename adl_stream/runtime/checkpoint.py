@@ -148,7 +148,12 @@ class Checkpoint:
         except (KafkaException, SystemError) as exc:
             error = _kafka_error(exc)
             if error is None:
-                raise
+                if not isinstance(exc, SystemError):
+                    raise
+                # flush() may return NULL without an exception when the producer failed fatally
+                # while it served callbacks (seen when fenced during AddPartitionsToTxn): ask the
+                # producer what failed.
+                error = self._cause(KafkaError(KafkaError._FATAL, f"{exc}"))
             self._raise_for(error, "transaction failed: ")
 
     def _cause(self, error: KafkaError) -> KafkaError:
