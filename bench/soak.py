@@ -4,12 +4,12 @@ Not part of ``make test`` or ``make bench`` (it takes ``--minutes``, 30 by defau
 broker it:
 
 1. measures the processor's throughput on a burst (or takes ``--rate``) and feeds a market at half
-   of it: one simulated crash after another over the same traders (each pass with new ids, closing
-   the positions it opened), so the state stays the same size. Event times rise by 1 ms a record
-   (the event-time merge orders records of one millisecond by topic, which would reorder the
-   market's own sequence), so event time runs ``rate / 1000`` times faster than the wall clock and
-   the de-duplication window (10 minutes of event time here, 24 h by default) fills within
-   seconds and then turns over;
+   of it: one simulated crash after another over the same traders, each pass with new ids and
+   ending where it began (:func:`market`), so the state stays the same size and every pass is
+   decided as the simulator predicts (no record is dead-lettered). Each pass keeps the market's
+   own event times, shifted after the previous pass: event time runs far faster than the wall
+   clock, and the de-duplication window (10 minutes of event time here, 24 h by default) fills
+   within seconds and then turns over;
 2. every minute prints the processor's resident memory (it should be flat once the window has
    filled), its input lag (librdkafka's, and the records sent but not yet committed: divided by
    the rate, the time a record waits before it is read), the records it handled a second, and the
@@ -148,33 +148,40 @@ def p99(now: dict[float, float], before: dict[float, float]) -> float | None:
     return next(bound for bound, count in sorted(delta.items()) if count >= 0.99 * total)
 
 
-def closing_fills(records: list) -> list:
-    """Fills that flatten every position the market's fills leave open, at the last marks, so that
-    each pass starts from flat books as the simulator assumed (the processor's own ADL orders may
-    differ from the simulator's prediction: what that leaves open is small)."""
-    net: dict[tuple[str, str], Decimal] = {}
-    marks: dict[str, Decimal] = {}
-    for record in records:
-        if isinstance(record, Fill):
-            signed = record.quantity if record.side == "BUY" else -record.quantity
-            net[(record.account_id, record.symbol)] = net.get((record.account_id, record.symbol), Decimal(0)) + signed
-        elif isinstance(record, MarkPrice):
-            marks[record.symbol] = record.mark_price
-    ts = records[-1].ts
-    return [Fill(f"close-{account}-{symbol}", account, symbol, "SELL" if quantity > 0 else "BUY", abs(quantity),
-                 marks[symbol], Decimal(0), "TRADE", None, ts)
-            for (account, symbol), quantity in sorted(net.items()) if quantity]
+def market(accounts: int) -> list:
+    """One pass of the soak's market: the simulated crash, then records that bring the state back to
+    where the pass began, so that every pass is decided exactly like the first (and like the
+    simulator predicts): marks 30, 60 and 90 s of event time later (the ADL reservations left open
+    expire), fills that close every position at the last marks, and withdrawals of what the funds
+    hold. Checked on the simulator's own engine, which has applied all of it."""
+    simulator = MarketSimulator(Scenario(seed=1, accounts=accounts))
+    records = list(simulator.records())
+    engine, ts = simulator.engine, records[-1].ts
+    marks = {r.symbol: r for r in records if isinstance(r, MarkPrice)}
+    end = [replace(mark, ts=ts + 30_000 * step) for step in (1, 2, 3) for mark in marks.values()]
+    ts += 90_001
+    end += [Fill(f"close-{p.account_id}-{p.symbol}", p.account_id, p.symbol, "SELL" if p.quantity > 0 else "BUY",
+                 abs(p.quantity), marks[p.symbol].mark_price, Decimal(0), "TRADE", None, ts)
+            for p in sorted(engine.book, key=lambda p: (p.symbol, p.account_id)) if p.quantity]
+    end += [FundFlow(f"withdraw-{fund_id}", fund_id, "WITHDRAWAL", balance, ts + 1)
+            for fund_id, balance in sorted(engine.funds.balances().items()) if balance > 0]
+    for record in end:
+        engine.apply(record)
+    if any(p.quantity for p in engine.book) or len(engine.reservations) or any(engine.funds.balances().values()):
+        raise RuntimeError("the soak's market does not return to its start (a bug of bench/soak.py)")
+    return records + end
 
 
-def passes(records: list, start_ms: int, rate: float, first: int = 1):
-    """The market again and again, pass ``k`` (from ``first``) with ids ending ``~k``, event times
-    ``start_ms``, ``start_ms + 1``, ...: (record, when to send it at ``rate`` records per second
-    from ``start_ms`` on the wall clock)."""
-    n = 0
+def passes(records: list, start_ts: int, rate: float, first: int = 1):
+    """The market again and again from event time ``start_ts``, pass ``k`` (from ``first``) with ids
+    ending ``~k``, each pass's event times its own shifted to follow the previous pass: (record,
+    when to send it on the wall clock at ``rate`` records per second from now)."""
+    t0, span = records[0].ts, records[-1].ts - records[0].ts + 1
+    started, n = time.time(), 0
     for k in range(first, 10**9):
-        suffix = f"~{k}"
+        suffix, shift = f"~{k}", start_ts + (k - first) * span - t0
         for record in records:
-            when, ts = start_ms + n * 1000 / rate, start_ms + n
+            ts = record.ts + shift
             if isinstance(record, Fill):
                 order = record.adl_order_id
                 if order is not None:  # <shortfall event id>:<n>, as the engine names orders
@@ -187,23 +194,23 @@ def passes(records: list, start_ms: int, rate: float, first: int = 1):
                 record = replace(record, flow_id=record.flow_id + suffix, ts=ts)
             else:
                 record = replace(record, ts=ts)
-            yield record, when / 1000
+            yield record, started + n / rate
             n += 1
 
 
 class Feed(threading.Thread):
     """Publishes :func:`passes` on time (in slices of 50 ms) until stopped."""
 
-    def __init__(self, settings: Settings, records: list, rate: float) -> None:
+    def __init__(self, settings: Settings, records: list, rate: float, start_ts: int) -> None:
         super().__init__(daemon=True)
         self.publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG},
                                    settings.topics)
-        self.records, self.rate = records, rate
+        self.records, self.rate, self.start_ts = records, rate, start_ts
         self.halt = threading.Event()
         self.behind_s = 0.0  # how late the last slice went out (the feed's own lag)
 
     def run(self) -> None:
-        for record, when in passes(self.records, int(time.time() * 1000), self.rate):
+        for record, when in passes(self.records, self.start_ts, self.rate):
             wait = when - time.time()
             if wait > 0.05:
                 self.publisher.producer.poll(0)
@@ -214,11 +221,14 @@ class Feed(threading.Thread):
         self.publisher.flush()
 
 
-def calibrate(settings: Settings, records: list, instance: Instance, size: int = 100_000) -> float:
-    """Records per second the processor handles from a burst of ``size`` records of the market
-    (passes with ids of their own, event times now), from the first sent to the last handled."""
-    burst = [record for record, _ in itertools.islice(passes(records, int(time.time() * 1000), 1e6, first=10**6),
-                                                      max(size, len(records)))]
+def calibrate(settings: Settings, records: list, instance: Instance, start_ts: int,
+              size: int = 100_000) -> tuple[float, int]:
+    """Records per second the processor handles from a burst of whole passes of the market (ids of
+    their own), at least ``size`` records, from the first sent to the last handled; and the event
+    time after the burst."""
+    rounds = -(-size // len(records))
+    count = rounds * len(records)
+    burst = [record for record, _ in itertools.islice(passes(records, start_ts, 1e6, first=10**6), count)]
     before = _handled(instance.metrics())
     started, deadline = time.monotonic(), time.monotonic() + 600
     Publisher({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20, "logger": LIBRDKAFKA_LOG},
@@ -226,7 +236,7 @@ def calibrate(settings: Settings, records: list, instance: Instance, size: int =
     while time.monotonic() < deadline:
         handled = _handled(instance.metrics()) - before
         if handled >= len(burst):
-            return len(burst) / (time.monotonic() - started)
+            return len(burst) / (time.monotonic() - started), start_ts + rounds * (records[-1].ts - records[0].ts + 1)
         time.sleep(0.1)
     raise RuntimeError(f"the processor handled {handled:,.0f} of the {len(burst):,} records of the burst in 10 min")
 
@@ -246,8 +256,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     configure_logging("console", "warning")
-    records = sorted(MarketSimulator(Scenario(seed=1, accounts=args.accounts)).records(), key=lambda r: r.ts)
-    records += closing_fills(records)
+    records = market(args.accounts)
+    start_ts = int(time.time() * 1000)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(Path(tmp) / "tansu.log") as broker:
         settings = replace(settings_for(broker, f"soak{uuid.uuid4().hex[:6]}."), metrics_port=free_port(),
                            dedup_window_ms=DEDUP_WINDOW_MS, max_event_lateness_ms=LATENESS_MS)
@@ -256,12 +266,12 @@ def main(argv=None) -> int:
         console.print(f"processor ready in {instance.wait_ready():.1f} s (pid {instance.process.pid})")
         measured = None
         if args.rate is None:
-            measured = calibrate(settings, records, instance)
+            measured, start_ts = calibrate(settings, records, instance, start_ts)
             console.print(f"measured throughput: {measured:,.0f} records/s on a burst of the market")
         rate = args.rate or measured / 2
         console.print(f"feeding {args.minutes:g} min at {rate:,.0f} records/s (market of {len(records):,} "
                       f"records, {args.accounts:,} traders, again and again)")
-        feed = Feed(settings, records, rate)
+        feed = Feed(settings, records, rate, start_ts)
         feed.start()
         rows, crash = [], None
         previous = instance.metrics()
@@ -301,7 +311,7 @@ def main(argv=None) -> int:
                         for labels, value in instance.metrics().get("adl_dead_letters_total", ()) if value}
         code = instance.stop()
     table(console, f"Soak: {args.minutes:g} min at {rate:,.0f} records/s", rows)
-    if dead_letters:  # later passes start from books the processor's own ADL left: some records no longer fit
+    if dead_letters:  # none expected: every pass fits the state the one before left
         console.print(f"dead letters since the restart, by reason: {dead_letters}")
     results = {"rate": rate, "measured_throughput": measured, "minutes": rows, "crash": crash,
                "dead_letters": dead_letters, "exit_code": code}
