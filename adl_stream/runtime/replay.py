@@ -72,8 +72,12 @@ def recorded_orders(settings: Settings, timeout_s: float = 300.0) -> dict:
     """The merge order of each settle asset recorded by the group of ``settings`` (the original
     run's), or {} with a warning when the record is missing or incomplete."""
     topic = changelog_topic(settings.group_id)
-    markers = read_to_end(settings, topic, timeout_s, keep=lambda m: m.key().startswith(MARKER_PREFIX))
-    orders, incomplete = merge_order.recorded_orders(markers)
+    try:
+        markers = read_to_end(settings, topic, timeout_s, keep=lambda m: m.key().startswith(MARKER_PREFIX))
+    except TimeoutError as exc:
+        markers, (orders, incomplete) = [], ({}, str(exc))
+    else:
+        orders, incomplete = merge_order.recorded_orders(markers)
     if incomplete:
         log.warning("recorded_order_incomplete", changelog=topic, reason=incomplete,
                     hint="the replay merges in event-time order: where records arrived late, its decisions "
