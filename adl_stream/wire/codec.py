@@ -4,7 +4,8 @@ framing of a schema registry is :mod:`.registry`, on the same bodies.
 A value is ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of the writer schema, then the Avro
 binary body (fastavro). A fingerprint of another version of a schema (``writer_schemas``) is read
 through Avro schema resolution (:mod:`.resolution`, checked when the codec is made). ``ts``
-fields are ``timestamp-millis`` on the wire and integer epoch milliseconds in the engine. Decimals are written at the schemas' scale (18), exactly: a value the
+fields are ``timestamp-millis`` on the wire and integer epoch milliseconds in the engine (read
+as the plain ``long`` they are, :attr:`.schemas.Schema.decoding`: no ``datetime`` made). Decimals are written at the schemas' scale (18), exactly: a value the
 engine computed with more digits (a product of two wire decimals has 36) is rescaled, and one that
 would round raises ``decimal.Inexact`` (roundings are the engine's, never the codec's). Decoding
 refuses, as :class:`~adl_stream.engine.errors.Rejected`, anything that is not a well-formed record
@@ -94,7 +95,7 @@ class Codec:
         problems = resolution_problems(writer.parsed, reader.parsed)
         if problems:
             raise UnresolvableSchema(origin, problems)
-        return reader.parsed
+        return reader.decoding
 
     def body(self, record) -> tuple[Schema, bytes]:
         """The schema of ``record`` and its Avro binary body (decimals at the schema's scale)."""
@@ -132,7 +133,7 @@ class Codec:
         body = BytesIO(payload)
         body.seek(start)
         try:
-            fields = fastavro.schemaless_reader(body, writer.parsed, reader)
+            fields = fastavro.schemaless_reader(body, writer.decoding, reader)
         except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
             raise Rejected("undecodable", f"corrupt {name} body: {type(exc).__name__}: {exc}") from None
         if body.tell() != len(payload):
@@ -140,9 +141,11 @@ class Codec:
         return self.record(fields, expected)
 
     def record(self, fields: dict, expected: type):
-        """The fields fastavro decoded (``ts`` a datetime, decimals) as a record of type ``expected``."""
+        """The fields fastavro decoded (``ts`` in milliseconds, or a datetime where a schema's
+        logical type made one, decimals) as a record of type ``expected``."""
         name = expected.__name__
-        fields["ts"] = (fields["ts"] - _EPOCH) // _MILLISECOND
+        if not isinstance(fields["ts"], int):
+            fields["ts"] = (fields["ts"] - _EPOCH) // _MILLISECOND
         for field in self._decimals[name]:
             if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
                 raise Rejected("decimal_out_of_range", f"{field} {fields[field]} exceeds decimal(38, 18)")

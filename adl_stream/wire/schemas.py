@@ -22,6 +22,10 @@ class Schema:
     """CRC-64-AVRO of the parsing canonical form, in the byte order of single-object encoding."""
     text: str = ""
     """The schema as JSON (what a schema registry is given)."""
+    decoding: dict | None = None
+    """``parsed`` with the ``timestamp-millis`` logical type left out: what the codec reads with, so
+    that ``ts`` comes out as the integer milliseconds it is on the wire, without a ``datetime``
+    made and turned back (same bytes: the logical type annotates a ``long``)."""
 
     @property
     def short_name(self) -> str:
@@ -39,7 +43,19 @@ def parse(document: dict | str) -> Schema:
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise ValueError("not an Avro record schema")
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-    return Schema(parsed["name"], parsed, fp, json.dumps(document))
+    return Schema(parsed["name"], parsed, fp, json.dumps(document),
+                  fastavro.parse_schema(_without_timestamps(document), _force=True))
+
+
+def _without_timestamps(node):
+    """A copy of a schema document in which every ``timestamp-millis`` long is a plain long."""
+    if isinstance(node, dict):
+        if node.get("logicalType") == "timestamp-millis" and node.get("type") == "long":
+            return "long"
+        return {key: _without_timestamps(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_without_timestamps(item) for item in node]
+    return node
 
 
 def load_file(path: Path) -> Schema:

@@ -99,3 +99,15 @@ def test_decimal_beyond_the_schema_precision_is_rejected():
     too_big = Fill("id", "a", "BTCUSDT", "BUY", D(10) ** 21, D(1), D(0), "TRADE", None, 1)
     with pytest.raises(Rejected, match="decimal_out_of_range"):
         codec.decode(codec.encode(too_big), Fill)
+
+
+def test_ts_is_read_as_the_long_it_is_on_the_wire_without_a_datetime():
+    codec = Codec()
+    fill = codec.schemas["Fill"]
+    ts_field = next(f for f in fill.parsed["fields"] if f["name"] == "ts")
+    assert ts_field["type"]["logicalType"] == "timestamp-millis"  # the contract keeps the logical type
+    assert next(f for f in fill.decoding["fields"] if f["name"] == "ts")["type"] == "long"
+    for ts in (0, 1, 1_732_406_400_123, -5):  # before 1970 too: no datetime in between
+        record = MarkPrice("BTCUSDT", D("1.5"), ts)
+        decoded = codec.decode(codec.encode(record), MarkPrice)
+        assert decoded == record and type(decoded.ts) is int
