@@ -63,9 +63,9 @@ def _listening(port: int) -> bool:
 def s3_broker(tmp_path):
     """A broker of its own whose records, transactions and group offsets live in S3 (a local moto
     server): it survives :meth:`EmbeddedBroker.kill` and :meth:`EmbeddedBroker.restart`."""
-    with s3_server(tmp_path / "moto.log") as env:
-        with EmbeddedBroker(tmp_path / "tansu.log", storage="s3://tansu/", env=env) as broker:
-            yield broker
+    with s3_server(tmp_path / "moto.log") as env, \
+            EmbeddedBroker(tmp_path / "tansu.log", storage="s3://tansu/", env=env) as broker:
+        yield broker
 
 
 def fresh_settings(broker) -> Settings:

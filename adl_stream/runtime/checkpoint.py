@@ -10,6 +10,13 @@ instance took this transactional id) or any other fatal error raises :class:`Fen
 engine has already applied the batch, so the instance stops and a restart restores the state from
 the committed offsets: nothing is produced outside a transaction.
 
+Every call into the producer at the boundary (flush, send_offsets_to_transaction,
+commit_transaction...) is bounded (:func:`bounded`): librdkafka's ``send_offsets_to_transaction``
+can block past its own timeout after the group coordinator's connection broke (a broker restart;
+librdkafka issues 5456 and 5511), until some broker's state changes again. A call that does not
+return in time raises :class:`BrokerUnavailable`; the processor then leaves that producer behind
+and goes on from the last commit with a new one (README "A broker restart").
+
 At-least-once: outputs and changelog records are produced by the idempotent producer, flushed and
 checked, then the marker offsets are committed; a crash in between re-emits that batch (same order
 ids).
@@ -17,7 +24,12 @@ ids).
 
 from __future__ import annotations
 
+import threading
+
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+#: Seconds a call may overrun its own timeout before it counts as stuck.
+OVERRUN_S = 5.0
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -36,10 +48,40 @@ class Fenced(DeliveryFailed):
     pass
 
 
+class BrokerUnavailable(DeliveryFailed):
+    """A call into the producer did not return within its timeout (plus :data:`OVERRUN_S`): the
+    producer is left behind (the call may still be running in librdkafka)."""
+
+
+def bounded(call, *args, timeout_s: float, what: str = ""):
+    """``call(*args)``, in a thread of its own, waited for ``timeout_s`` + :data:`OVERRUN_S`; its
+    result or exception, or :class:`BrokerUnavailable` when it has not returned by then."""
+    outcome: list = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"adl-{what or 'kafka-call'}", daemon=True).start()
+    if not done.wait(timeout_s + OVERRUN_S):
+        raise BrokerUnavailable(f"{what or getattr(call, '__name__', 'a Kafka call')} did not return within "
+                                f"{timeout_s + OVERRUN_S:.0f}s (the broker is unreachable or restarting)")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
 class Checkpoint:
     def __init__(self, producer: Producer, consumer: Consumer, transactional: bool = False,
                  timeout_s: float = 60.0, transactions=None) -> None:
-        """``transactions``: a counter with a ``result`` label (committed, aborted), if any."""
+        """``transactions``: a counter with a ``result`` label (committed, aborted), if any;
+        ``timeout_s``: of each call into the producer (flush, the transactional calls)."""
         self._transactions = transactions
         self._producer = producer
         self._consumer = consumer
@@ -72,7 +114,7 @@ class Checkpoint:
 
     def _begin(self) -> None:
         if self._transactional and not self._in_transaction:
-            self._guard(self._producer.begin_transaction)
+            self._guard(self._producer.begin_transaction, local=True)
             self._in_transaction = True
 
     def produce(self, topic: str, key: bytes | str | None, value: bytes | None, headers=None,
@@ -137,14 +179,27 @@ class Checkpoint:
             if self._transactions is not None:
                 self._transactions.labels("aborted").inc()
             try:
-                self._producer.abort_transaction(10)
-            except KafkaException:
+                bounded(self._producer.abort_transaction, 10, timeout_s=10, what="abort_transaction")
+            except (KafkaException, BrokerUnavailable):
                 pass
 
-    def _guard(self, call, *args):
-        """Run a transactional call; turn its errors into Fenced / DeliveryFailed."""
+    def replace_producer(self, producer: Producer) -> None:
+        """Go on with ``producer`` (initialised) after a failed batch; the open batch is forgotten
+        (a new transactional producer's init_transactions aborted it on the broker)."""
+        self._producer = producer
+        self._in_transaction = False
+        self._marks.clear()
+        self._errors.clear()
+        self.pending = 0
+        self.committed_marks = {}
+
+    def _guard(self, call, *args, local: bool = False):
+        """Run a transactional call, bounded (:func:`bounded`) unless ``local`` (it asks no broker);
+        turn its errors into Fenced / DeliveryFailed."""
         try:
-            return call(*args)
+            if local:
+                return call(*args)
+            return bounded(call, *args, timeout_s=self._timeout_s, what=getattr(call, "__name__", ""))
         except (KafkaException, SystemError) as exc:
             error = _kafka_error(exc)
             if error is None:
