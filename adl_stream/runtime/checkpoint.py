@@ -70,7 +70,7 @@ def bounded(call, *args, timeout_s: float, what: str = ""):
     threading.Thread(target=target, name=f"adl-{what or 'kafka-call'}", daemon=True).start()
     if not done.wait(timeout_s + OVERRUN_S):
         raise BrokerUnavailable(f"{what or getattr(call, '__name__', 'a Kafka call')} did not return within "
-                                f"{timeout_s + OVERRUN_S:.0f}s (the broker is unreachable or restarting)")
+                                f"{timeout_s + OVERRUN_S:g}s (the broker is unreachable or restarting)")
     ok, value = outcome[0]
     if ok:
         return value
