@@ -77,6 +77,33 @@ def bounded(call, *args, timeout_s: float, what: str = ""):
     raise value
 
 
+class _Deliveries:
+    """What the delivery reports of one producer said: a producer left behind after a failed batch
+    may still report later, into its own object, never into its successor's."""
+
+    def __init__(self) -> None:
+        self.marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
+        self.errors: list[KafkaError] = []
+
+    def on_delivery(self, error: KafkaError | None, _msg) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    def on_marked_delivery(self, error: KafkaError | None, msg) -> None:
+        if error is not None:
+            self.errors.append(error)
+        else:
+            self.marks[(msg.topic(), msg.partition())] = msg.offset()
+
+    def noting(self, on_offset):
+        def on_delivery(error: KafkaError | None, msg) -> None:
+            if error is not None:
+                self.errors.append(error)
+            else:
+                on_offset(msg.offset())
+        return on_delivery
+
+
 class Checkpoint:
     def __init__(self, producer: Producer, consumer: Consumer, transactional: bool = False,
                  timeout_s: float = 60.0, transactions=None) -> None:
@@ -88,29 +115,14 @@ class Checkpoint:
         self._transactional = transactional
         self._timeout_s = timeout_s
         self._in_transaction = False
-        self._marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
-        self._errors: list[KafkaError] = []
+        self._deliveries = _Deliveries()
         self.pending = 0
         self.committed_marks: dict[tuple[str, int], int] = {}
         """Of the last commit: (topic, partition) -> the offset after its marked record."""
 
-    def _on_delivery(self, error: KafkaError | None, _msg) -> None:
-        if error is not None:
-            self._errors.append(error)
-
-    def _on_marked_delivery(self, error: KafkaError | None, msg) -> None:
-        if error is not None:
-            self._errors.append(error)
-        else:
-            self._marks[(msg.topic(), msg.partition())] = msg.offset()
-
-    def _noting(self, on_offset):
-        def on_delivery(error: KafkaError | None, msg) -> None:
-            if error is not None:
-                self._errors.append(error)
-            else:
-                on_offset(msg.offset())
-        return on_delivery
+    @property
+    def _marks(self) -> dict[tuple[str, int], int]:
+        return self._deliveries.marks
 
     def _begin(self) -> None:
         if self._transactional and not self._in_transaction:
@@ -125,9 +137,10 @@ class Checkpoint:
         timestamp in epoch ms (default: the producer's clock); ``on_offset``: called with the
         record's offset once it is delivered (before :meth:`commit` returns)."""
         self._begin()
-        on_delivery = self._on_marked_delivery if mark else self._on_delivery
+        deliveries = self._deliveries
+        on_delivery = deliveries.on_marked_delivery if mark else deliveries.on_delivery
         if on_offset is not None:
-            on_delivery = self._noting(on_offset)
+            on_delivery = deliveries.noting(on_offset)
         extra = {} if partition is None else {"partition": partition}
         if timestamp is not None:
             extra["timestamp"] = timestamp
@@ -151,8 +164,9 @@ class Checkpoint:
         remaining = self._guard(self._producer.flush, self._timeout_s)
         if remaining:
             raise DeliveryFailed(f"{remaining} records not acknowledged within {self._timeout_s}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
+        if self._deliveries.errors:
+            errors = list(self._deliveries.errors)
+            self._deliveries.errors.clear()
             self._raise_for(errors[0], f"{len(errors)} records failed delivery, first: ")
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._marks.items())]
         if self._transactional:
@@ -188,8 +202,7 @@ class Checkpoint:
         (a new transactional producer's init_transactions aborted it on the broker)."""
         self._producer = producer
         self._in_transaction = False
-        self._marks.clear()
-        self._errors.clear()
+        self._deliveries = _Deliveries()  # the old producer's late reports go to the old one
         self.pending = 0
         self.committed_marks = {}
 

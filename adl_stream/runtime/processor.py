@@ -318,6 +318,7 @@ class Processor:
         log.info("tasks_assigned", tasks=sorted(self.tasks), restored=restored, duration_s=round(duration, 3),
                  assets=[d.asset or "(unrouted)" for d in self.domains()])
         self._assigned = True
+        self._joining_since = None
         self._progress_at = time.monotonic()
         self.health.set_ready(True)
 
@@ -506,6 +507,8 @@ class Processor:
     def _log_no_progress(self) -> None:
         """While input waits and nothing is committed, every NO_PROGRESS_LOG_EVERY_S a line saying
         what the processor waits for."""
+        if self._joining_since is not None:  # before the first tasks: waiting_for_tasks says so
+            return
         now = time.monotonic()
         stalled = now - self._progress_at
         if stalled < NO_PROGRESS_LOG_EVERY_S or now - self._no_progress_logged < NO_PROGRESS_LOG_EVERY_S:

@@ -99,8 +99,16 @@ def test_a_call_stuck_past_its_timeout_is_given_up_as_broker_unavailable(monkeyp
     assert time.monotonic() - started < 2
     assert isinstance(BrokerUnavailable("x"), DeliveryFailed) and not isinstance(BrokerUnavailable("x"), Fenced)
     producer.release.set()
+    left_behind = checkpoint._deliveries
     checkpoint.replace_producer(_StuckOffsets())  # goes on with another: nothing of the batch is kept
-    assert checkpoint.pending == 0 and checkpoint.committed_marks == {}
+    assert checkpoint.pending == 0 and checkpoint.committed_marks == {} and checkpoint._marks == {}
+    left_behind.on_marked_delivery(None, _Delivered("changelog", 0, 9))  # a late report of the old producer
+    assert checkpoint._marks == {}  # never taken for the new batch's marker
+
+
+class _Delivered:
+    def __init__(self, topic, partition, offset):
+        self.topic, self.partition, self.offset = (lambda: topic), (lambda: partition), (lambda: offset)
 
 
 def test_bounded_returns_the_result_or_raises_the_exception_of_the_call():
