@@ -64,13 +64,15 @@ def _replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"adl-stream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    settings = _settings(args, **_setting_flags(args))
-    settings = replay.replay_settings(settings, None if args.dry_run else args.output_suffix, args.replay_group_id)
+    original = _settings(args, **_setting_flags(args))
+    orders = replay.recorded_orders(original) if args.order == "recorded" else {}
+    settings = replay.replay_settings(original, None if args.dry_run else args.output_suffix, args.replay_group_id)
     if args.dry_run:
-        processor = Processor(settings, start_at=start_at, until_caught_up=True, dry_run=sys.stdout)
+        processor = Processor(settings, start_at=start_at, until_caught_up=True, dry_run=sys.stdout,
+                              merge_order=orders)
     else:
         create_missing_topics(settings, settings.topics.outputs())
-        processor = Processor(settings, start_at=start_at, until_caught_up=True)
+        processor = Processor(settings, start_at=start_at, until_caught_up=True, merge_order=orders)
     return processor.run(_stop_on_signals())
 
 
@@ -375,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--output-suffix", help="write outputs to <adl-orders|adl-decisions|adl-dlq|adl-indicators>.<suffix>, "
                         "created if missing (no default: give it or --dry-run)")
     replay.add_argument("--dry-run", action="store_true", help="print the outputs as JSON lines on stdout; produce nothing")
+    replay.add_argument("--order", choices=("recorded", "event-time"), default="recorded",
+                        help="merge the inputs in the order the original run recorded in its changelog "
+                        "(default: its decisions, byte for byte, also where records arrived late), or in "
+                        "event-time order (what it would have decided had every record been on time)")
     replay.add_argument("--replay-group-id", help="consumer group of the replay (default: <group_id>.replay.<suffix>)")
 
     demo = _subcommand(

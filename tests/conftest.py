@@ -68,8 +68,15 @@ def s3_broker(tmp_path):
         yield broker
 
 
-def fresh_settings(broker) -> Settings:
-    """Settings with fresh topics (unique names) created on ``broker``."""
+@pytest.fixture
+def settings(broker) -> Settings:
+    """Settings with fresh topics (unique names) created on the broker."""
+    return fresh_settings(broker)
+
+
+def fresh_settings(broker, **kafka) -> Settings:
+    """Settings with fresh topics (unique names) created on ``broker``; ``kafka``: librdkafka
+    properties besides the fast group join."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topics = Topics(**{name: f"{prefix}.{name}" for name in Topics.__dataclass_fields__})
     broker.create_topics([*topics.inputs(), *topics.outputs()], PARTITIONS)
@@ -81,14 +88,8 @@ def fresh_settings(broker) -> Settings:
         poll_timeout_ms=50,
         topics=topics,
         symbols=sc.SYMBOLS,
-        kafka=dict(FAST_GROUP_JOIN),
+        kafka={**FAST_GROUP_JOIN, **kafka},
     )
-
-
-@pytest.fixture
-def settings(broker) -> Settings:
-    """Settings with fresh topics (unique names) created on the broker."""
-    return fresh_settings(broker)
 
 
 def write_config(settings: Settings, path, **extra) -> str:
@@ -108,7 +109,8 @@ class Feed:
     """Produces engine records to the topics of ``settings``, keyed as SPEC §2 says."""
 
     def __init__(self, settings: Settings) -> None:
-        self.publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1}, settings.topics)
+        self.publisher = Publisher({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 1,
+                                    **security(settings)}, settings.topics)
         self.producer = self.publisher.producer
 
     def send(self, *records) -> None:
@@ -124,12 +126,17 @@ class Feed:
         return message.partition(), message.offset()
 
 
+def security(settings: Settings) -> dict:
+    """The settings' librdkafka properties a test client needs to reach the broker (TLS, SASL)."""
+    return {k: v for k, v in settings.kafka.items() if k.startswith(("security.", "ssl.", "sasl."))}
+
+
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5,
                identity=None):
     """Every message of ``topic`` (read_committed), waiting for at least ``expect`` of them (of
     distinct ``identity(message)`` when given), then ``settle`` seconds more to catch any extra."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
+                         "isolation.level": "read_committed", "enable.auto.commit": False, **security(settings)})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     messages, deadline, settled_at = [], time.monotonic() + timeout, None
     try:

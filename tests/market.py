@@ -45,16 +45,18 @@ def symbols_of(asset: str) -> dict[str, SymbolSpec]:
 
 
 def generate(seed: int = 7, accounts: int = 120, trades: int = 1500, shortfalls: int = 60, asset: str = "USDT",
-             start: int = 1_000, ranking: AllocationPolicy | None = None, indicator_interval_ms: int = 0) -> Market:
-    """The market of ``asset``'s two symbols; ids of another asset than USDT start with ``<asset>-``,
-    and event times are ``start``, ``start + 10``, ... ``ranking`` and ``indicator_interval_ms``
-    are the engine's (the processor's settings must match)."""
+             start: int = 1_000, ranking: AllocationPolicy | None = None, indicator_interval_ms: int = 0,
+             prefix: str | None = None) -> Market:
+    """The market of ``asset``'s two symbols; ids start with ``prefix`` (default: none for USDT,
+    ``<asset>-`` for another asset), and event times are ``start``, ``start + 10``, ...
+    ``ranking`` and ``indicator_interval_ms`` are the engine's (the processor's settings must match)."""
     symbols = symbols_of(asset)
     rng = random.Random(seed)
     engine = Engine(symbols, ranking=ranking, indicator_interval_ms=indicator_interval_ms)
     market = Market([], [], [], engine)
     clock = iter(range(start, 10**9, 10))
-    prefix = "" if asset == "USDT" else f"{asset}-"
+    if prefix is None:
+        prefix = "" if asset == "USDT" else f"{asset}-"
     names = [f"{prefix}A{i:03d}" for i in range(accounts)]
     marks = {f"BTC{asset}": D(100), f"ETH{asset}": D(50)}
     fill_ids = iter(f"{prefix}f{i}" for i in range(10**9))

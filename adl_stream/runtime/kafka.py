@@ -226,8 +226,9 @@ def create_missing_topics(settings: Settings, names, partitions: int | None = No
         future.result(timeout=30)
 
 
-def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> list:
-    """Every committed message of ``topic`` (read_committed, no group), up to the end it has now.
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0, keep=None) -> list:
+    """Every committed message of ``topic`` (read_committed, no group), up to the end it has now;
+    with ``keep``, only the messages it returns true for.
 
     The end of a partition is the larger of ListOffsets' answer and the high watermark of the
     last fetch (Tansu answers ListOffsets late; see README "Tansu").
@@ -241,7 +242,7 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> list
         consumer.assign([TopicPartition(topic, tp.partition, 0) for tp in partitions])
         messages, deadline = [], time.monotonic() + timeout_s
         while partitions and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(10_000, 0.2) if m.error() is None]
+            messages += [m for m in consumer.consume(10_000, 0.2) if m.error() is None and (keep is None or keep(m))]
             # Transaction markers take offsets too: a partition is read once its position passed the end.
             unread = []
             for tp in consumer.position(partitions):

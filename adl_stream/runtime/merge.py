@@ -11,6 +11,10 @@ position below the high watermark of the last fetch, or no fetch yet) is waited 
 been empty for ``max_idle_ms`` (Kafka Streams' ``max.task.idle.ms``, KIP-695): data already on the
 broker is fetched well within that, so the order does not depend on fetch timing, while a caught-up
 partition holds nothing back.
+
+The merger notes the order it released records in (:meth:`EventTimeMerger.take_runs`, written to
+the commit markers) and can be told to *follow* an order recorded by an earlier run instead of
+deciding one (:meth:`EventTimeMerger.follow`, for replays; see :mod:`.merge_order`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import time
 from collections import deque
 from collections.abc import Iterator, Set
 from typing import Any
+
+from .merge_order import RecordedOrder, note
 
 PartitionKey = tuple[str, int]
 
@@ -32,6 +38,8 @@ class EventTimeMerger:
         self._buffers: dict[PartitionKey, deque[tuple[tuple, Any]]] = {}
         self._last_ts: dict[PartitionKey, int] = {}
         self._empty_since: dict[PartitionKey, float] = {}  # assigned partitions with an empty buffer
+        self._runs: list = []  # the release order since take_runs(), see merge_order.note
+        self._order: RecordedOrder | None = None
 
     def assign(self, keys) -> None:
         """Partitions whose buffers must be waited for (until idle) before releasing others."""
@@ -79,11 +87,45 @@ class EventTimeMerger:
                  if key not in caught_up and key not in waiting and now - since < self._max_idle_s]
         return held
 
+    def follow(self, order: RecordedOrder) -> None:
+        """Release in ``order`` (its runs are consumed) until it is exhausted, then by event time."""
+        self._order = order
+
+    def take_runs(self) -> list:
+        """The runs released since the last call (see :func:`.merge_order.note`)."""
+        runs, self._runs = self._runs, []
+        return runs
+
+    def _follow(self, order: RecordedOrder, caught_up: Set[PartitionKey]) -> Iterator[Any]:
+        buffers = self._buffers
+        while order:
+            key, end = order.head()
+            buffer = buffers.get(key)
+            if not buffer:
+                if key in caught_up:
+                    order.abandon(key, f"the partition ends before offset {end}")
+                return  # its next record is still to come
+            (_, _, _, offset), item = buffer[0]
+            if offset >= end:
+                order.abandon(key, f"no record of this settle asset below offset {end}")
+                return
+            buffer.popleft()
+            if not buffer:
+                self._empty_since[key] = self._clock()
+            order.released(offset)
+            note(self._runs, key, offset)
+            yield item
+
     def release(self, waiting: Set[PartitionKey] = frozenset(),
                 caught_up: Set[PartitionKey] = frozenset()) -> Iterator[Any]:
         """Yield buffered items in merged order while every ``waiting`` partition has a head and
         every other assigned partition has a head, is ``caught_up``, or has been empty for
         ``max_idle_ms``."""
+        if self._order is not None:
+            yield from self._follow(self._order, caught_up)
+            if self._order:
+                return
+            self._order = None
         buffers, empty_since, max_idle_s = self._buffers, self._empty_since, self._max_idle_s
         now = self._clock()
         if any(not buffers.get(key) for key in waiting):
@@ -95,7 +137,8 @@ class EventTimeMerger:
         while heads:
             _, key = heapq.heappop(heads)
             buffer = buffers[key]
-            _, item = buffer.popleft()
+            (_, _, _, offset), item = buffer.popleft()
+            note(self._runs, key, offset)
             drained = not buffer
             if drained:
                 empty_since[key] = now

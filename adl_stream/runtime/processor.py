@@ -71,6 +71,7 @@ from .kafka import (
     producer_config,
 )
 from .merge import EventTimeMerger
+from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
 from .serdes import codec_for
@@ -139,14 +140,17 @@ class Task:
 
 class Processor:
     def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None, codec: Codec | None = None,
-                 start_at=None, until_caught_up: bool = False, dry_run=None) -> None:
+                 start_at=None, until_caught_up: bool = False, dry_run=None,
+                 merge_order: dict[str, RecordedOrder] | None = None) -> None:
         """``start_at(consumer, partitions) -> {(topic, partition): offset}`` sets where output
         starts (replay: below it, records only build state); ``until_caught_up`` stops once every
         input is consumed; ``dry_run`` is a text stream that receives the outputs as JSON lines
-        instead of Kafka (no group, no producer, no changelog: the instance owns every task)."""
+        instead of Kafka (no group, no producer, no changelog: the instance owns every task);
+        ``merge_order``: per settle asset, the merge order of an earlier run to follow (replay)."""
         self._start_at = start_at
         self._until_caught_up = until_caught_up
         self._dry_run = dry_run
+        self._merge_order = merge_order or {}
         self.settings = settings
         self.metrics = metrics or ProcessorMetrics()
         self.codec = codec or codec_for(settings)  # checks writer schemas and the registry: exit code 2
@@ -377,6 +381,10 @@ class Processor:
         for domain in self.domains():
             domain.merger = EventTimeMerger(self._priority, self.settings.max_idle_ms)
             domain.merger.assign(self._inputs)
+            order = self._merge_order.get(domain.asset)
+            if order:
+                order.skip_applied(domain.offsets)
+                domain.merger.follow(order)
         self._routed = dict(positions)
         if self.tasks:
             self.inputs.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
@@ -596,6 +604,9 @@ class Processor:
     def _commit(self) -> None:
         if self._dry_run is None:
             self._write_changelog()
+        else:  # no changelog to record the merge order in
+            for domain in self.domains():
+                domain.merger.take_runs()
         if self.checkpoint.commit():
             self._progress_at = time.monotonic()
         self._uncommitted = 0
@@ -653,9 +664,10 @@ class Processor:
             if moved or written or chunks:
                 for domain in task.domains.values():
                     domain.committed = dict(domain.offsets)
-                marker = encode_marker({d.asset: d.offsets for d in task.domains.values()})
-                self.checkpoint.produce(self.changelog, marker_key(task.seq), marker,
-                                        headers + snapshots.marker_headers(task.seq),
+                offsets = {d.asset: d.offsets for d in task.domains.values()}
+                merged = encode_runs({d.asset: d.merger.take_runs() for d in task.domains.values()}, offsets)
+                self.checkpoint.produce(self.changelog, marker_key(task.seq), encode_marker(offsets),
+                                        headers + snapshots.marker_headers(task.seq) + [(MERGE_HEADER, merged)],
                                         partition=task_id, mark=True)
                 task.seq += 1
                 snapshots.marked()

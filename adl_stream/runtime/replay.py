@@ -3,8 +3,10 @@ timestamp, into a fresh consumer group and fresh output topics, or as JSON lines
 operators can audit past shortfalls.
 
 Records below the start points only rebuild state (as a restore does); records from them on are
-decided again, in the same event-time order as the original run, so the decisions are the original
-ones byte for byte. ``--from-timestamp`` uses ``offsets_for_times``, i.e. the Kafka record
+decided again. Both follow the merge order the original run recorded in its changelog
+(:mod:`.merge_order`), also where records arrived late, so the decisions are the original ones
+byte for byte; past the original's last commit (or without a complete record) they are merged by
+event time, as live. ``--from-timestamp`` uses ``offsets_for_times``, i.e. the Kafka record
 timestamps: producers should set them to the event time (the tests do).
 """
 
@@ -13,11 +15,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 
+import structlog
 from confluent_kafka import TopicPartition
 
 from ..engine import AdlIndicator, AdlOrder, ShortfallDecision
 from ..readable import plain
+from . import merge_order
+from .changelog import MARKER_PREFIX, changelog_topic
 from .config import Settings, Topics
+from .kafka import read_to_end
+
+log = structlog.get_logger("adl_stream.replay")
 
 
 def parse_offsets(spec: str) -> dict[tuple[str, int], int]:
@@ -58,6 +66,26 @@ def from_timestamp(ts_ms: int):
         return resolved
 
     return start_at
+
+
+def recorded_orders(settings: Settings, timeout_s: float = 300.0) -> dict:
+    """The merge order of each settle asset recorded by the group of ``settings`` (the original
+    run's), or {} with a warning when the record is missing or incomplete."""
+    topic = changelog_topic(settings.group_id)
+    try:
+        markers = read_to_end(settings, topic, timeout_s, keep=lambda m: m.key().startswith(MARKER_PREFIX))
+    except TimeoutError as exc:
+        markers, (orders, incomplete) = [], ({}, str(exc))
+    else:
+        orders, incomplete = merge_order.recorded_orders(markers)
+    if incomplete:
+        log.warning("recorded_order_incomplete", changelog=topic, reason=incomplete,
+                    hint="the replay merges in event-time order: where records arrived late, its decisions "
+                    "may differ from the original run's")
+    else:
+        log.info("recorded_order", changelog=topic, markers=len(markers),
+                 runs={asset or "(unrouted)": len(order) for asset, order in orders.items()})
+    return orders
 
 
 def replay_settings(settings: Settings, suffix: str | None, group_id: str | None = None) -> Settings:

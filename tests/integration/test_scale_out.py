@@ -62,3 +62,31 @@ def test_two_instances_split_the_settle_assets_and_hand_over_without_loss_or_rep
         engine = a.processor.domain(asset).engine
         assert engine.snapshot() == market.engine.snapshot() and _lights(engine) == _lights(market.engine)
     assert a.close() == 0
+
+
+def test_a_rebalance_storm_gives_the_outputs_of_one_uninterrupted_run(settings, start_processor):
+    # Three instances of one group; ten times, one of them stops and starts again (its tasks go to
+    # the others and some come back), while the market streams in.
+    usdt = generate(seed=21, trades=1200, shortfalls=30, indicator_interval_ms=2_000)
+    usdc = generate(seed=22, trades=1200, shortfalls=30, asset="USDC", start=1_005, indicator_interval_ms=2_000)
+    records = sorted(usdt.records + usdc.records, key=lambda r: r.ts)
+    s = replace(settings, symbols={**symbols_of("USDT"), **symbols_of("USDC")}, state_partitions=3,
+                max_idle_ms=1000, indicator_interval_ms=2_000, membership="dynamic")
+    feed, rounds = Feed(s), 10
+    part = len(records) // (rounds + 1)
+    instances = [start_processor(replace(s, instance_id=name)) for name in "abc"]
+    wait_for(lambda: sum(len(i.processor.tasks) for i in instances) == 3, 30, "the tasks spread")
+    for round_ in range(rounds):
+        feed.send(*records[round_ * part:(round_ + 1) * part])
+        leaving = round_ % 3
+        assert instances[leaving].close() == 0
+        instances[leaving] = start_processor(replace(s, instance_id="abc"[leaving]))
+        wait_for(lambda: sum(len(i.processor.tasks) for i in instances) == 3 and
+                 all(i.processor.health.ready for i in instances), 60, f"round {round_}: the tasks spread again")
+    feed.send(*records[rounds * part:])
+
+    references = _reference(usdt), _reference(usdc)
+    assert _check_outputs(s, {name: {**references[0][name], **references[1][name]} for name in references[0]}) == 0
+    # Each stop committed before it let its tasks go: nothing was aborted or decided twice.
+    assert sum(metric(i.processor, "adl_transactions_total", result="aborted") for i in instances) == 0
+    assert [i.close() for i in instances] == [0, 0, 0]

@@ -1,10 +1,12 @@
-"""TLS at start: a broker whose certificate the configured CA did not sign stops the start at once
-with exit code 2, naming ``ssl.ca.location`` (a TLS endpoint on loopback stands in for the broker:
-the embedded Tansu does not serve TLS, README "Tansu")."""
+"""TLS to the broker: the processor decides through a TLS connection verified against the
+configured CA, and a broker certificate of another CA stops the start at once with exit code 2
+naming ``ssl.ca.location``. The embedded Tansu does not serve TLS itself (README "Tansu"): a TLS
+terminator on loopback (Python's ``ssl``, asyncio) stands in front of it, and the broker advertises
+the terminator's address, so every connection of every client goes through TLS."""
 
+import asyncio
 import datetime
 import ipaddress
-import socket
 import ssl
 import subprocess
 import sys
@@ -12,12 +14,22 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import write_config
+from adl_stream.embedded import EmbeddedBroker, free_port
+from adl_stream.runtime.logs import LIBRDKAFKA_LOG
+from adl_stream.engine import ShortfallDecision
+from adl_stream.wire import Codec
+from tests import scenarios as sc
+from tests.conftest import Feed, fresh_settings, read_topic, write_config
+from tests.integration.test_processor import run_scenario
+
+CODEC = Codec()
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +59,60 @@ def make_ca_and_broker_cert(directory, name: str):
     return paths
 
 
-def serve_tls(cert, key) -> int:
-    """A TLS endpoint on a free loopback port that completes handshakes (then closes): its port."""
+def serve_tls(cert, key, upstream_port: int | None = None) -> int:
+    """A TLS endpoint on a free loopback port with the broker certificate ``cert``: it forwards
+    each connection's plaintext to ``upstream_port`` (the broker), or, without one, only completes
+    handshakes. Its port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = socket.create_server(("127.0.0.1", 0))
 
-    def accept():
-        while True:
-            connection, _ = server.accept()
-            try:
-                with context.wrap_socket(connection, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                pass
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
 
-    threading.Thread(target=accept, daemon=True).start()
-    return server.getsockname()[1]
+    async def forward(reader, writer):
+        if upstream_port is None:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(forward, "127.0.0.1", 0, ssl=context))
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """(broker behind a TLS terminator, its CA): the broker advertises the terminator."""
+    ca, cert, key = make_ca_and_broker_cert(tmp_path, "broker")
+    listener = free_port()
+    port = serve_tls(cert, key, upstream_port=listener)
+    client = {"security.protocol": "SSL", "ssl.ca.location": str(ca)}
+    with EmbeddedBroker(tmp_path / "tansu.log", port=listener, advertised=f"127.0.0.1:{port}",
+                        client_config=client) as broker:
+        yield broker, client
+
+
+def test_the_processor_decides_through_tls_verified_against_the_configured_ca(tls_broker, start_processor):
+    broker, client = tls_broker
+    settings = fresh_settings(broker, **client)
+    running = start_processor(settings)
+    run_scenario(Feed(settings), running)
+    decisions = read_topic(settings, settings.topics.adl_decisions, len(sc.EXPECTED_DECISIONS))
+    assert {d.event_id: sc.decision_summary(d) for d in (CODEC.decode(m.value(), ShortfallDecision)
+                                                          for m in decisions)} == sc.EXPECTED_DECISIONS
+    assert running.close() == 0
+    # Only TLS reaches it: a plaintext client gets no metadata.
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": broker.bootstrap, "logger": LIBRDKAFKA_LOG}).list_topics(timeout=3)
 
 
 def test_a_broker_certificate_of_another_ca_stops_the_start_with_exit_2_naming_the_ca(settings, tmp_path):

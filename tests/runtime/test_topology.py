@@ -47,8 +47,12 @@ def test_records_route_by_their_key_or_for_balances_by_their_asset():
 class Message:
     """What fold() reads of a consumed changelog message."""
 
-    def __init__(self, key: bytes, value: bytes | None, txn: str, headers=()) -> None:
+    def __init__(self, key: bytes, value: bytes | None, txn: str, headers=(), partition: int = 0) -> None:
         self._key, self._value, self._headers = key, value, [(TXN_HEADER, txn.encode()), *headers]
+        self._partition = partition
+
+    def partition(self):
+        return self._partition
 
     def key(self):
         return self._key
