@@ -1,14 +1,20 @@
 """The commit boundary's reading of librdkafka errors."""
 
-from confluent_kafka import KafkaError, KafkaException
-
-import pytest
-
 import threading
 import time
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
 from adl_stream.runtime import checkpoint as checkpoint_module
-from adl_stream.runtime.checkpoint import BrokerUnavailable, Checkpoint, DeliveryFailed, Fenced, _kafka_error, bounded
+from adl_stream.runtime.checkpoint import (
+    BrokerUnavailable,
+    Checkpoint,
+    DeliveryFailed,
+    Fenced,
+    _kafka_error,
+    bounded,
+)
 
 
 def test_a_kafka_error_is_found_also_behind_the_system_error_of_a_delivery_callback():
