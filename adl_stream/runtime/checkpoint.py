@@ -10,6 +10,13 @@ instance took this transactional id) or any other fatal error raises :class:`Fen
 engine has already applied the batch, so the instance stops and a restart restores the state from
 the committed offsets: nothing is produced outside a transaction.
 
+Every call into the producer at the boundary (flush, send_offsets_to_transaction,
+commit_transaction...) is bounded (:func:`bounded`): librdkafka's ``send_offsets_to_transaction``
+can block past its own timeout after the group coordinator's connection broke (a broker restart;
+librdkafka issues 5456 and 5511), until some broker's state changes again. A call that does not
+return in time raises :class:`BrokerUnavailable`; the processor then leaves that producer behind
+and goes on from the last commit with a new one (README "A broker restart").
+
 At-least-once: outputs and changelog records are produced by the idempotent producer, flushed and
 checked, then the marker offsets are committed; a crash in between re-emits that batch (same order
 ids).
@@ -17,7 +24,12 @@ ids).
 
 from __future__ import annotations
 
+import threading
+
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+#: Seconds a call may overrun its own timeout before it counts as stuck.
+OVERRUN_S = 5.0
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -36,43 +48,85 @@ class Fenced(DeliveryFailed):
     pass
 
 
+class BrokerUnavailable(DeliveryFailed):
+    """A call into the producer did not return within its timeout (plus :data:`OVERRUN_S`): the
+    producer is left behind (the call may still be running in librdkafka)."""
+
+
+def bounded(call, *args, timeout_s: float, what: str = ""):
+    """``call(*args)``, in a thread of its own, waited for ``timeout_s`` + :data:`OVERRUN_S`; its
+    result or exception, or :class:`BrokerUnavailable` when it has not returned by then."""
+    outcome: list = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"adl-{what or 'kafka-call'}", daemon=True).start()
+    if not done.wait(timeout_s + OVERRUN_S):
+        raise BrokerUnavailable(f"{what or getattr(call, '__name__', 'a Kafka call')} did not return within "
+                                f"{timeout_s + OVERRUN_S:g}s (the broker is unreachable or restarting)")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+class _Deliveries:
+    """What the delivery reports of one producer said: a producer left behind after a failed batch
+    may still report later, into its own object, never into its successor's."""
+
+    def __init__(self) -> None:
+        self.marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
+        self.errors: list[KafkaError] = []
+
+    def on_delivery(self, error: KafkaError | None, _msg) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    def on_marked_delivery(self, error: KafkaError | None, msg) -> None:
+        if error is not None:
+            self.errors.append(error)
+        else:
+            self.marks[(msg.topic(), msg.partition())] = msg.offset()
+
+    def noting(self, on_offset):
+        def on_delivery(error: KafkaError | None, msg) -> None:
+            if error is not None:
+                self.errors.append(error)
+            else:
+                on_offset(msg.offset())
+        return on_delivery
+
+
 class Checkpoint:
     def __init__(self, producer: Producer, consumer: Consumer, transactional: bool = False,
                  timeout_s: float = 60.0, transactions=None) -> None:
-        """``transactions``: a counter with a ``result`` label (committed, aborted), if any."""
+        """``transactions``: a counter with a ``result`` label (committed, aborted), if any;
+        ``timeout_s``: of each call into the producer (flush, the transactional calls)."""
         self._transactions = transactions
         self._producer = producer
         self._consumer = consumer
         self._transactional = transactional
         self._timeout_s = timeout_s
         self._in_transaction = False
-        self._marks: dict[tuple[str, int], int] = {}  # marked records delivered: (topic, partition) -> offset
-        self._errors: list[KafkaError] = []
+        self._deliveries = _Deliveries()
         self.pending = 0
         self.committed_marks: dict[tuple[str, int], int] = {}
         """Of the last commit: (topic, partition) -> the offset after its marked record."""
 
-    def _on_delivery(self, error: KafkaError | None, _msg) -> None:
-        if error is not None:
-            self._errors.append(error)
-
-    def _on_marked_delivery(self, error: KafkaError | None, msg) -> None:
-        if error is not None:
-            self._errors.append(error)
-        else:
-            self._marks[(msg.topic(), msg.partition())] = msg.offset()
-
-    def _noting(self, on_offset):
-        def on_delivery(error: KafkaError | None, msg) -> None:
-            if error is not None:
-                self._errors.append(error)
-            else:
-                on_offset(msg.offset())
-        return on_delivery
+    @property
+    def _marks(self) -> dict[tuple[str, int], int]:
+        return self._deliveries.marks
 
     def _begin(self) -> None:
         if self._transactional and not self._in_transaction:
-            self._guard(self._producer.begin_transaction)
+            self._guard(self._producer.begin_transaction, local=True)
             self._in_transaction = True
 
     def produce(self, topic: str, key: bytes | str | None, value: bytes | None, headers=None,
@@ -83,9 +137,10 @@ class Checkpoint:
         timestamp in epoch ms (default: the producer's clock); ``on_offset``: called with the
         record's offset once it is delivered (before :meth:`commit` returns)."""
         self._begin()
-        on_delivery = self._on_marked_delivery if mark else self._on_delivery
+        deliveries = self._deliveries
+        on_delivery = deliveries.on_marked_delivery if mark else deliveries.on_delivery
         if on_offset is not None:
-            on_delivery = self._noting(on_offset)
+            on_delivery = deliveries.noting(on_offset)
         extra = {} if partition is None else {"partition": partition}
         if timestamp is not None:
             extra["timestamp"] = timestamp
@@ -109,8 +164,9 @@ class Checkpoint:
         remaining = self._guard(self._producer.flush, self._timeout_s)
         if remaining:
             raise DeliveryFailed(f"{remaining} records not acknowledged within {self._timeout_s}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
+        if self._deliveries.errors:
+            errors = list(self._deliveries.errors)
+            self._deliveries.errors.clear()
             self._raise_for(errors[0], f"{len(errors)} records failed delivery, first: ")
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._marks.items())]
         if self._transactional:
@@ -137,14 +193,26 @@ class Checkpoint:
             if self._transactions is not None:
                 self._transactions.labels("aborted").inc()
             try:
-                self._producer.abort_transaction(10)
-            except KafkaException:
+                bounded(self._producer.abort_transaction, 10, timeout_s=10, what="abort_transaction")
+            except (KafkaException, BrokerUnavailable):
                 pass
 
-    def _guard(self, call, *args):
-        """Run a transactional call; turn its errors into Fenced / DeliveryFailed."""
+    def replace_producer(self, producer: Producer) -> None:
+        """Go on with ``producer`` (initialised) after a failed batch; the open batch is forgotten
+        (a new transactional producer's init_transactions aborted it on the broker)."""
+        self._producer = producer
+        self._in_transaction = False
+        self._deliveries = _Deliveries()  # the old producer's late reports go to the old one
+        self.pending = 0
+        self.committed_marks = {}
+
+    def _guard(self, call, *args, local: bool = False):
+        """Run a transactional call, bounded (:func:`bounded`) unless ``local`` (it asks no broker);
+        turn its errors into Fenced / DeliveryFailed."""
         try:
-            return call(*args)
+            if local:
+                return call(*args)
+            return bounded(call, *args, timeout_s=self._timeout_s, what=getattr(call, "__name__", ""))
         except (KafkaException, SystemError) as exc:
             error = _kafka_error(exc)
             if error is None:

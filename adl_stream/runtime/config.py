@@ -109,6 +109,10 @@ class Settings:
     max_idle_ms: int = 2_000
     """How long an empty input partition holds back the others (deterministic order vs latency)."""
     startup_timeout_s: int = 30
+    broker_outage_s: int = 60
+    """Longest the broker may be unreachable (or its transactions fail) while running: a commit
+    that fails for that reason is aborted and the work redone from the last commit, until the
+    broker has failed for this long; then the processor exits with code 1 naming this setting."""
     state_partitions: int = 0
     """Partitions (= tasks, the most instances that share the work) of the changelog topic
     ``<group_id>-changelog`` when the processor creates it; 0: as many as the input topics have."""
@@ -180,7 +184,7 @@ _CHOICES = {
 }
 _NON_NEGATIVE = ("max_idle_ms", "commit_interval_ms", "state_partitions", "indicator_interval_ms")
 _POSITIVE = ("max_event_skew_ms", "max_event_lateness_ms", "reservation_timeout_ms", "dedup_window_ms", "drawdown_window_ms",
-             "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s", "snapshot_min_records",
+             "haircut_cap", "batch_size", "poll_timeout_ms", "startup_timeout_s", "snapshot_min_records", "broker_outage_s",
              "snapshot_chunk_entities")
 
 

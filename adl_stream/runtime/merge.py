@@ -74,6 +74,19 @@ class EventTimeMerger:
             self._buffers.pop(key, None)
             self._empty_since.pop(key, None)
 
+    def holding_back(self, waiting: Set[PartitionKey] = frozenset(),
+                     caught_up: Set[PartitionKey] = frozenset()) -> list[tuple[PartitionKey, str]]:
+        """While records are buffered, the partitions :meth:`release` waits for, with why: a
+        ``waiting`` partition with no head (``no fetch answered yet``), or an empty one not known to
+        be caught up (``empty below its high watermark``, for at most ``max_idle_ms``)."""
+        if not len(self):
+            return []
+        now, buffers = self._clock(), self._buffers
+        held = [(key, "no fetch answered yet") for key in sorted(waiting) if not buffers.get(key)]
+        held += [(key, "empty below its high watermark") for key, since in sorted(self._empty_since.items())
+                 if key not in caught_up and key not in waiting and now - since < self._max_idle_s]
+        return held
+
     def follow(self, order: RecordedOrder) -> None:
         """Release in ``order`` (its runs are consumed) until it is exhausted, then by event time."""
         self._order = order

@@ -48,6 +48,7 @@ class ProcessorMetrics:
         self.ready = Gauge("adl_ready", "1 when state is restored and partitions are assigned.", registry=r)
         self.snapshot_records = Counter("adl_snapshot_records", "State snapshot records written to the changelog (each holds many entities).", ["topic"], registry=r)
         self.restore_duration = Gauge("adl_restore_duration_seconds", "Duration of the last restore of assigned tasks from the changelog.", registry=r)
+        self.seconds_since_progress = Gauge("adl_seconds_since_progress", "Seconds since this instance last committed input, or last had none waiting: rises while input waits and nothing is committed (a stall; the log says what it waits for: no_progress).", registry=r)
         self.transactions = Counter("adl_transactions", "Kafka transactions, by result (committed, aborted).", ["result"], registry=r)
         Info("adl_build", "Build information.", registry=r).info({"version": __version__})
 

@@ -33,6 +33,7 @@ from confluent_kafka import (
     TIMESTAMP_CREATE_TIME,
     TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
+    KafkaException,
     Producer,
     TopicPartition,
 )
@@ -60,7 +61,7 @@ from .changelog import (
     restore_task,
     write_changes,
 )
-from .checkpoint import Checkpoint, DeliveryFailed, Fenced
+from .checkpoint import Checkpoint, DeliveryFailed, Fenced, bounded
 from .config import Settings, redacted
 from .kafka import (
     check_topics,
@@ -81,6 +82,8 @@ log = structlog.get_logger("adl_stream.processor")
 
 EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
 _CLOCK_EVERY = 32  # records applied between two looks at the clock (a transaction's deadline)
+KAFKA_CALL_TIMEOUT_S = 10  # of each call into the producer at a commit; longer: the batch is redone
+NO_PROGRESS_LOG_EVERY_S = 10  # while input waits and nothing is committed, a no_progress line this often
 
 PartitionKey = tuple[str, int]
 
@@ -172,6 +175,7 @@ class Processor:
         self._uncommitted = 0  # records applied since the last commit
         self._transaction_started = 0.0
         self._commit_interval_s = settings.commit_interval_ms / 1000
+        self._call_timeout_s = min(KAFKA_CALL_TIMEOUT_S, settings.broker_outage_s)
         self._run_id = uuid.uuid4().hex[:12]
         self._commits = 0
         self.health: HealthServer | None = None
@@ -181,6 +185,13 @@ class Processor:
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
         self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
         self._joining_logged = 0
+        self._producer: Producer | None = None
+        self._left_behind: list[Producer] = []  # producers of failed batches (a call may still run in them)
+        self._outage_since: float | None = None  # a batch failed for the broker; redone once it answers
+        self._outage_error = ""
+        self._producer_stale = False
+        self._progress_at = time.monotonic()  # input committed, or none waiting (adl_seconds_since_progress)
+        self._no_progress_logged = 0.0
 
     # -- state views (tests, demo, bench) ---------------------------------------------------------
 
@@ -218,6 +229,7 @@ class Processor:
                  assets_of_task={t: assets for t, assets in self.topology.assets_of_task.items() if assets})
         self.metrics.start_series(s.symbols, float(s.fund_floor) if s.trigger_policy == "fund-floor" else 0.0)
         self.metrics.snapshot_records.labels(self.changelog)  # at 0 from the start, as the others
+        self.metrics.seconds_since_progress.set_function(lambda: time.monotonic() - self._progress_at)
         self.inputs = Consumer({"statistics.interval.ms": 5000, **input_consumer_config(s), "stats_cb": self._on_stats})
         if self._start_at is not None:
             self._live_from = self._start_at(self.inputs, [TopicPartition(t, p) for t, p in self._inputs])
@@ -228,12 +240,12 @@ class Processor:
                 self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
                 self._take_tasks(list(range(tasks)), {})
             else:
-                producer = Producer(producer_config(s))
+                producer = self._producer = Producer(producer_config(s))
                 if s.exactly_once:
                     producer.init_transactions(s.startup_timeout_s)  # fences an earlier instance of this id
                 self.consumer = Consumer(consumer_config(s))
                 self.checkpoint = Checkpoint(producer, self.consumer, transactional=s.exactly_once,
-                                             transactions=self.metrics.transactions)
+                                             timeout_s=self._call_timeout_s, transactions=self.metrics.transactions)
                 self.consumer.subscribe([self.changelog], on_assign=self._on_assign, on_revoke=self._on_revoke)
                 self._joining_since = time.monotonic()
                 log.info("joining_group", group_id=s.group_id, topic=self.changelog)
@@ -270,6 +282,7 @@ class Processor:
             if self.consumer is not None:
                 self.consumer.close()
             self.inputs.close()
+            producer = self._producer  # the one in use (a new one after a broker outage)
             if producer is not None and code == EXIT_OK:
                 # Only after a clean commit: after a fatal error (fencing) the outputs belong to
                 # an aborted transaction, and flushing a fatally failed producer raises.
@@ -282,6 +295,10 @@ class Processor:
     # -- tasks: assignment, restore, revocation ----------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._outage_since is not None:  # _recover takes them once the broker answers
+            consumer.assign(partitions)
+            consumer.pause(partitions)
+            return
         committed = consumer.committed(partitions, timeout=30)
         consumer.assign(partitions)
         consumer.pause(partitions)  # membership only: the restore reads the changelog itself
@@ -305,6 +322,8 @@ class Processor:
         log.info("tasks_assigned", tasks=sorted(self.tasks), restored=restored, duration_s=round(duration, 3),
                  assets=[d.asset or "(unrouted)" for d in self.domains()])
         self._assigned = True
+        self._joining_since = None
+        self._progress_at = time.monotonic()
         self.health.set_ready(True)
 
     def _restore(self, task_id: int, end: int) -> Task:
@@ -339,7 +358,7 @@ class Processor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Apply and commit what the merge may release; what stays buffered is dropped uncommitted
         # and read again from the committed offsets by whoever gets the task.
-        if not self._failed:
+        if not self._failed and self._outage_since is None:
             self._drain_all(*self._fetch_state())
             self._commit()
         for tp in partitions:
@@ -381,6 +400,86 @@ class Processor:
 
     def _step(self) -> None:
         self.health.beat()
+        self._log_no_progress()
+        if self._outage_since is not None:
+            self._recover()
+            return
+        try:
+            self._advance()
+        except Fenced:
+            raise
+        except (DeliveryFailed, KafkaException) as exc:
+            if self._dry_run is not None:
+                raise
+            self._abandon_batch(exc)
+
+    # -- a broker outage: abort, wait for the broker, go on from the last commit --------------------
+
+    def _abandon_batch(self, exc: Exception) -> None:
+        """A commit (or a rebalance's) failed for the broker: give up the batch and the state built
+        since the last commit; :meth:`_recover` goes on from the last commit with a new producer."""
+        now = time.monotonic()
+        first = self._outage_since is None
+        self._outage_since = self._outage_since if not first else now
+        self._outage_error = f"{type(exc).__name__}: {exc}"
+        if self.checkpoint.pending or self._uncommitted:
+            self.metrics.transactions.labels("aborted").inc()
+        log.warning("batch_abandoned", error=self._outage_error, uncommitted=self._uncommitted,
+                    gives_up_after_s=self.settings.broker_outage_s,
+                    hint="the broker is unreachable or failed this batch: its transaction is aborted, and the "
+                    "work since the last commit is redone from there once the broker answers (broker_outage_s)")
+        for task in self.tasks.values():
+            for domain in task.domains.values():
+                self.metrics.set_lights(domain.engine.symbols, {})
+        self.tasks.clear()  # their state holds the abandoned batch: restored from the last commit
+        self._suspended.clear()
+        self._decided.clear()
+        self._uncommitted = 0
+        self._assigned = False
+        self._producer_stale = True
+        self.health.set_ready(False)
+
+    def _recover(self) -> None:
+        """While in an outage: a new producer (its init_transactions aborts the abandoned
+        transaction on the broker), then the assigned tasks restored from the group's committed
+        offsets. Gives up after ``broker_outage_s``."""
+        s = self.settings
+        waited = time.monotonic() - self._outage_since
+        if waited > s.broker_outage_s:
+            raise FatalError(f"the broker has been unreachable, or failing this instance's commits, for {waited:.0f}s: "
+                             f"longer than broker_outage_s = {s.broker_outage_s} (ADL_BROKER_OUTAGE_S); last error: "
+                             f"{self._outage_error}. Check the Kafka cluster; raise broker_outage_s to ride through "
+                             "longer outages")
+        try:
+            self.consumer.poll(0)  # membership: heartbeats and rebalances (_on_assign defers to here)
+            if self._producer_stale:  # a new one each attempt: a call may still run in the last
+                producer = Producer(producer_config(s))
+                self._left_behind.append(self._producer)  # not destroyed here, for the same reason
+                self._producer = producer
+                if s.exactly_once:
+                    bounded(producer.init_transactions, self._call_timeout_s, timeout_s=self._call_timeout_s,
+                            what="init_transactions")
+                self._producer_stale = False
+                self.checkpoint.replace_producer(producer)
+            partitions = self.consumer.assignment()
+            if not partitions:
+                time.sleep(s.poll_timeout_ms / 1000)  # the group hands them out (_on_assign)
+                return
+            committed = self.consumer.committed(partitions, timeout=self._call_timeout_s)
+            self._take_tasks([tp.partition for tp in committed], {tp.partition: tp.offset for tp in committed})
+        except (KafkaException, DeliveryFailed, TimeoutError) as exc:
+            if isinstance(exc, Fenced):
+                raise
+            self._outage_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(min(1.0, s.poll_timeout_ms / 1000 * 10))
+            return
+        log.info("broker_outage_over", outage_s=round(time.monotonic() - self._outage_since, 1),
+                 tasks=sorted(self.tasks), hint="the abandoned batch is redone from the last commit")
+        self._outage_since = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
         if self.consumer is not None:
             self.consumer.poll(0)  # group membership: heartbeats and rebalances (the callbacks)
         if not self.tasks:
@@ -410,6 +509,37 @@ class Processor:
                 self._commit()
             if not more:
                 break
+        if not self._uncommitted and not any(len(d.merger) for d in self.domains()) and len(caught_up) == len(self._inputs):
+            self._progress_at = time.monotonic()  # nothing waits: idle, not stalled
+
+    def _log_no_progress(self) -> None:
+        """While input waits and nothing is committed, every NO_PROGRESS_LOG_EVERY_S a line saying
+        what the processor waits for."""
+        if self._joining_since is not None:  # before the first tasks: waiting_for_tasks says so
+            return
+        now = time.monotonic()
+        stalled = now - self._progress_at
+        if stalled < NO_PROGRESS_LOG_EVERY_S or now - self._no_progress_logged < NO_PROGRESS_LOG_EVERY_S:
+            return
+        self._no_progress_logged = now
+        log.warning("no_progress", stalled_s=round(stalled), waiting_for=self._waiting_for(),
+                    uncommitted=self._uncommitted, buffered=sum(len(d.merger) for d in self.domains()))
+
+    def _waiting_for(self) -> list[str]:
+        """What holds the processor back, one line per partition or cause."""
+        s = self.settings
+        if self._outage_since is not None:
+            return [(f"the broker ({self._outage_error}): the batch is redone from the last commit once it "
+                     f"answers; exits after broker_outage_s = {s.broker_outage_s}s")]
+        if not self.tasks:
+            return [f"tasks from the consumer group {s.group_id!r} (rebalancing)"]
+        caught_up, unfetched = self._fetch_state()
+        held = sorted({f"{topic}[{partition}]: {reason}" for d in self.domains()
+                       for (topic, partition), reason in d.merger.holding_back(unfetched, caught_up)})
+        behind = sorted(f"{topic}[{partition}]: below its high watermark, nothing fetched"
+                        for topic, partition in self._inputs if (topic, partition) not in caught_up
+                        and (topic, partition) not in unfetched)
+        return held or behind or [f"the commit of {self._uncommitted} records"]
 
     def _log_joining(self) -> None:
         """Every 5 s until the group first hands out the tasks, a line saying so."""
@@ -477,7 +607,8 @@ class Processor:
         else:  # no changelog to record the merge order in
             for domain in self.domains():
                 domain.merger.take_runs()
-        self.checkpoint.commit()
+        if self.checkpoint.commit():
+            self._progress_at = time.monotonic()
         self._uncommitted = 0
         m = self.metrics
         for task in self.tasks.values():

@@ -1,10 +1,20 @@
 """The commit boundary's reading of librdkafka errors."""
 
-from confluent_kafka import KafkaError, KafkaException
+import threading
+import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from adl_stream.runtime.checkpoint import Checkpoint, DeliveryFailed, Fenced, _kafka_error
+from adl_stream.runtime import checkpoint as checkpoint_module
+from adl_stream.runtime.checkpoint import (
+    BrokerUnavailable,
+    Checkpoint,
+    DeliveryFailed,
+    Fenced,
+    _kafka_error,
+    bounded,
+)
 
 
 def test_a_kafka_error_is_found_also_behind_the_system_error_of_a_delivery_callback():
@@ -61,3 +71,53 @@ def test_an_unexplained_flush_failure_is_a_delivery_failure_not_an_internal_erro
     with pytest.raises(DeliveryFailed, match="returned NULL") as raised:
         checkpoint.commit()
     assert not isinstance(raised.value, Fenced)
+
+
+class _StuckOffsets(_FencedInTheBackground):
+    """A producer whose send_offsets_to_transaction blocks past its timeout, as librdkafka's does
+    after the group coordinator's connection broke (a broker restart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def flush(self, timeout=None):
+        return 0
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout=None):
+        self.release.wait(60)
+
+
+class _Consumer:
+    def consumer_group_metadata(self):
+        return object()
+
+
+def test_a_call_stuck_past_its_timeout_is_given_up_as_broker_unavailable(monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "OVERRUN_S", 0.2)
+    producer = _StuckOffsets()
+    checkpoint = Checkpoint(producer, _Consumer(), transactional=True, timeout_s=0.3)
+    checkpoint.produce("changelog", b"k", b"v", partition=0, mark=True)
+    checkpoint._marks[("changelog", 0)] = 7  # as the marker's delivery reports it
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="send_offsets_to_transaction did not return within 0.5s"):
+        checkpoint.commit()
+    assert time.monotonic() - started < 2
+    assert isinstance(BrokerUnavailable("x"), DeliveryFailed) and not isinstance(BrokerUnavailable("x"), Fenced)
+    producer.release.set()
+    left_behind = checkpoint._deliveries
+    checkpoint.replace_producer(_StuckOffsets())  # goes on with another: nothing of the batch is kept
+    assert checkpoint.pending == 0 and checkpoint.committed_marks == {} and checkpoint._marks == {}
+    left_behind.on_marked_delivery(None, _Delivered("changelog", 0, 9))  # a late report of the old producer
+    assert checkpoint._marks == {}  # never taken for the new batch's marker
+
+
+class _Delivered:
+    def __init__(self, topic, partition, offset):
+        self.topic, self.partition, self.offset = (lambda: topic), (lambda: partition), (lambda: offset)
+
+
+def test_bounded_returns_the_result_or_raises_the_exception_of_the_call():
+    assert bounded(lambda a, b: a + b, 2, 3, timeout_s=1) == 5
+    with pytest.raises(KafkaException):
+        bounded(lambda: (_ for _ in ()).throw(KafkaException(KafkaError(KafkaError._TIMED_OUT))), timeout_s=1)

@@ -67,6 +67,8 @@ def test_secrets_stay_out_of_repr_and_logs(config):
         ({"ADL_BOOTSTRAP_SERVER": "x"}, "bootstrap_server", "unknown setting"),
         ({"ADL_TOPIC_FILS": "x"}, "topics.fils", "unknown topic"),
         ({"ADL_STATE_PARTITIONS": "-2"}, "state_partitions", ">= 0"),
+        ({"ADL_BROKER_OUTAGE_S": "0"}, "broker_outage_s", "> 0"),
+        ({"ADL_BROKER_OUTAGE_S": "a minute"}, "broker_outage_s", "whole number"),
         ({"ADL_STATE_REPLICATION_FACTOR": "0"}, "state_replication_factor", "-1 (the broker's default) or >= 1"),
     ],
 )
@@ -189,3 +191,9 @@ def test_the_group_member_is_static_with_an_id_from_group_and_instance(config):
     assert "group.instance.id" not in consumer_config(dynamic)
     with pytest.raises(ConfigError, match="'membership'.*ADL_MEMBERSHIP.*static, dynamic"):
         load_settings(config(), env={"ADL_MEMBERSHIP": "sticky"})
+
+
+def test_broker_outage_s_defaults_to_a_minute_and_is_read_from_file_and_environment(config):
+    assert load_settings(config(), env={}).broker_outage_s == 60
+    assert load_settings(config("broker_outage_s = 120\n" + BASE), env={}).broker_outage_s == 120
+    assert load_settings(config(), env={"ADL_BROKER_OUTAGE_S": "5"}).broker_outage_s == 5

@@ -66,3 +66,19 @@ def test_an_empty_assigned_partition_holds_the_others_until_idle():
     assert list(m.release()) == ["shortfall@50"]
     m.add("shortfalls", 0, 1, 90, "shortfall@90")
     assert list(m.release()) == ["shortfall@90"]  # fills[0] idle for 100 ms: no longer waited for
+
+
+def test_holding_back_names_each_partition_the_merge_waits_for_and_why():
+    now = [0.0]
+    m = EventTimeMerger(PRIORITY, max_idle_ms=1000, clock=lambda: now[0])
+    m.assign([("fills", 0), ("funds", 0), ("shortfalls", 0)])
+    assert m.holding_back(waiting={("fills", 0)}) == []  # nothing buffered: nothing is held back
+    m.add("shortfalls", 0, 0, 50, "shortfall@50")
+    assert m.holding_back(waiting={("fills", 0)}, caught_up={("funds", 0)}) == [
+        (("fills", 0), "no fetch answered yet")]
+    assert m.holding_back() == [(("fills", 0), "empty below its high watermark"),
+                                (("funds", 0), "empty below its high watermark")]
+    assert list(m.release()) == []  # as held back
+    now[0] = 1.5  # idle past max_idle_ms: no longer waited for
+    assert m.holding_back() == []
+    assert list(m.release()) == ["shortfall@50"]
