@@ -1,14 +1,16 @@
 """The ranking index: what a decision needs to rank a side, kept as numpy columns beside the exact book.
 
-The book of record stays exact (:mod:`.positions`, :mod:`.wallets`, ``Decimal``). Beside it the index
+The book of record stays exact (:mod:`.positions`, :mod:`.wallets`: scaled integers, read as
+``Decimal``). Beside it the index
 keeps, per symbol and side, columns of the numbers a score needs, and per settle asset each
 account's cross-margin equity, so that a decision ranks a side in one vectorized pass and sorts only
 the few positions at the top of the queue (``argpartition``), not the whole book.
 
 Determinism
 -----------
-Every number here is a *pure function of the exact state*: a column is recomputed from the
-``Decimal`` values of the entity that changed, never accumulated in floating point, so an engine
+Every number here is a *pure function of the exact state*: a column is recomputed from the exact
+values of the entity that changed (``units / 10**scale``, an integer division Python rounds
+correctly: the same float as ``float(Decimal)``), never accumulated in floating point, so an engine
 restored from its changelog ranks exactly like the one that wrote it. Equity is the one sum: it is
 kept in integer units of ``2**-16`` of the settle asset (:data:`UNITS`), each term (the wallet, the
 unrealized PnL of one position at its symbol's latest mark) rounded on its own, so the sum is exact,
