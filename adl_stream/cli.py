@@ -45,8 +45,10 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .runtime.memory import keep_freed_memory
     from .runtime.processor import Processor
 
+    keep_freed_memory()  # decisions over a large book reuse their freed columns (runtime/memory.py)
     return Processor(_settings(args, **_setting_flags(args))).run(_stop_on_signals())
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.logs import configure_logging
+from adl_stream.runtime.memory import keep_freed_memory
 
 from . import compare, decision, pipeline, wire
 from .report import dump, table
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
                         help="trigger policies of the compare timing (default: all)")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes (also printed)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as `adl-stream run` does (adl_stream/runtime/memory.py)
     console = Console(stderr=True)
     configure_logging("json", "error", sys.stderr)  # expiring reservations warn by the thousand
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

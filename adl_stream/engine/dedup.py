@@ -28,7 +28,7 @@ class SeenIds:
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self._ids: dict[str, int] = {}  # id -> its segment
+        self._ids: set[str] = set()  # every id held (a set: an entry costs less than in a dict)
         self._parts: dict[int, list[tuple[str, ...]]] = {}  # segment -> its parts taken so far
         self._new: dict[int, list[str]] = {}  # segment -> ids added since the parts were last taken
         self._segments: list[int] = []  # heap of the segments held
@@ -45,7 +45,7 @@ class SeenIds:
         if segment not in self._parts:
             self._parts[segment] = []
             heapq.heappush(self._segments, segment)
-        self._ids[id_] = segment
+        self._ids.add(id_)
         new = self._new.get(segment)
         if new is None:
             self._new[segment] = [id_]
@@ -59,10 +59,8 @@ class SeenIds:
             segment = heapq.heappop(segments)
             parts = self._parts.pop(segment)
             for part in parts:
-                for id_ in part:
-                    del ids[id_]
-            for id_ in self._new.pop(segment, ()):
-                del ids[id_]
+                ids.difference_update(part)
+            ids.difference_update(self._new.pop(segment, ()))
             self._gone += [(segment, n) for n in range(len(parts))]
 
     # -- as changelog entities (see :mod:`.state`) ----------------------------------------------
@@ -97,5 +95,4 @@ class SeenIds:
         while len(parts) <= n:
             parts.append(())
         parts[n] = tuple(ids)
-        for id_ in ids:
-            self._ids[id_] = segment
+        self._ids.update(ids)

@@ -34,7 +34,7 @@ from .errors import Rejected
 from .funds import FundExhausted, FundLedger, TriggerPolicy
 from .index import Candidate, RankingIndex
 from .indicators import AdlIndicator, IndicatorCleared, Indicators
-from .numbers import EXACT, ZERO
+from .numbers import EXACT
 from .positions import PositionBook
 from .allocation import AllocationPolicy, PnlLeverage, QueuePolicy
 from .records import (
@@ -236,7 +236,7 @@ class Engine:
                 outcome.indicators = self.indicators.publish(self, crossed, changed)
 
     def _fill(self, fill: Fill) -> Outcome:
-        spec = validation.check_fill(fill, self.symbols)
+        spec, quantity, price, fee = validation.check_fill(fill, self.symbols)
         self._check_time(fill.ts)
         if not self._check_new(fill.fill_id, fill.ts):
             return Outcome(duplicate=True)
@@ -246,14 +246,13 @@ class Engine:
         position = self.book.open(fill.account_id, fill.symbol)
         if fill.kind == ADL:
             self.reservations.release(fill.adl_order_id, fill.account_id, fill.quantity)
-        signed = fill.quantity if fill.side == BUY else -fill.quantity
-        realized = position.apply_fill(signed, fill.price)
+        realized = position.apply_units(quantity if fill.side == BUY else -quantity, price)
         self.index.position_changed(position)
-        if position.light and position.quantity == ZERO:  # closed: a tombstone for its light
+        if position.light and not position.q:  # closed: a tombstone for its light
             position.light = 0
             self.indicators.unlit.add((fill.symbol, fill.account_id))
             self.changed.add((LIGHT, fill.symbol, fill.account_id))
-        self._wallet_changed(fill.account_id, spec.settle_asset, realized - fill.fee, fill.ts)
+        self._wallet_changed(fill.account_id, spec.settle_asset, realized - fee, fill.ts)
         self.book.discard_if_idle(position)
         changed = self.changed
         changed.add((POSITION, fill.symbol, fill.account_id))
@@ -267,7 +266,8 @@ class Engine:
         if self.funds.window_ms is not None:
             self.changed.add((FUND_HISTORY, fund_id))
 
-    def _wallet_changed(self, account_id: str, asset: str, amount: Decimal, ts: int) -> None:
+    def _wallet_changed(self, account_id: str, asset: str, amount: int, ts: int) -> None:
+        """``amount`` in units of 1e-36."""
         wallet = self.wallets.apply_fill(account_id, asset, amount, ts)
         if wallet is not None:
             self.index.wallet_changed(account_id, asset, wallet)
@@ -286,10 +286,10 @@ class Engine:
         return outcome
 
     def _balance(self, update: BalanceUpdate) -> Outcome:
-        validation.check_balance(update, self.assets)
+        balance = validation.check_balance(update, self.assets)
         self._check_time(update.ts)
         outcome = Outcome()
-        wallet = self.wallets.set_balance(update.account_id, update.asset, update.wallet_balance, update.ts)
+        wallet = self.wallets.set_balance(update.account_id, update.asset, balance, update.ts)
         if wallet is None:
             outcome.stale = True
             return outcome

@@ -1,14 +1,16 @@
 """The ranking index: what a decision needs to rank a side, kept as numpy columns beside the exact book.
 
-The book of record stays exact (:mod:`.positions`, :mod:`.wallets`, ``Decimal``). Beside it the index
+The book of record stays exact (:mod:`.positions`, :mod:`.wallets`: scaled integers, read as
+``Decimal``). Beside it the index
 keeps, per symbol and side, columns of the numbers a score needs, and per settle asset each
 account's cross-margin equity, so that a decision ranks a side in one vectorized pass and sorts only
 the few positions at the top of the queue (``argpartition``), not the whole book.
 
 Determinism
 -----------
-Every number here is a *pure function of the exact state*: a column is recomputed from the
-``Decimal`` values of the entity that changed, never accumulated in floating point, so an engine
+Every number here is a *pure function of the exact state*: a column is recomputed from the exact
+values of the entity that changed (``units / 10**scale``, an integer division Python rounds
+correctly: the same float as ``float(Decimal)``), never accumulated in floating point, so an engine
 restored from its changelog ranks exactly like the one that wrote it. Equity is the one sum: it is
 kept in integer units of ``2**-16`` of the settle asset (:data:`UNITS`), each term (the wallet, the
 unrealized PnL of one position at its symbol's latest mark) rounded on its own, so the sum is exact,
@@ -52,6 +54,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, to_units
 from .positions import Position
 from .wallets import Wallet
 
@@ -180,10 +183,11 @@ class _Accounts:
                 self.wallet, self.equity = _grown(self.wallet), _grown(self.equity)
         return slot
 
-    def set_wallets(self, balances: dict[str, Decimal]) -> None:
-        """Set the wallets of these accounts and move the differences into their equities."""
+    def set_wallets(self, balances: dict[str, int]) -> None:
+        """Set the wallets of these accounts (balances in units of 1e-36) and move the differences
+        into their equities."""
         slots = np.fromiter((self.slot(account) for account in balances), np.intp, len(balances))
-        values = np.fromiter(map(float, balances.values()), np.float64, len(balances))
+        values = np.fromiter((units / MONEY_UNIT for units in balances.values()), np.float64, len(balances))
         wide = np.abs(values) >= LIMIT
         if wide.any() or self.wide_wallets:
             for account, is_wide in zip(balances, wide.tolist()):
@@ -230,8 +234,12 @@ class _Side:
         cost = np.empty(len(positions))
         free = np.empty(len(positions))
         for i, position in enumerate(positions):
-            size = position.quantity.copy_abs()
-            q[i], cost[i], free[i] = float(size), float(position.cost.copy_abs()), float(size - position.reserved)
+            size = abs(position.q)  # int / int is correctly rounded: the float of the exact value
+            reserved = position.reserved
+            q[i] = free[i] = size / QUANTITY_UNIT
+            cost[i] = abs(position.c) / MONEY_UNIT
+            if reserved:
+                free[i] = (size - to_units(reserved, QUANTITY_SCALE)) / QUANTITY_UNIT
             row = position.row
             if row < 0:
                 row = position.row = self._n
@@ -360,16 +368,16 @@ class RankingIndex:
         """Bring the columns up to date with every entity changed since the last flush."""
         if self._wallets:
             wallets, self._wallets = self._wallets, {}
-            by_asset: dict[str, dict[str, Decimal]] = {}
+            by_asset: dict[str, dict[str, int]] = {}
             for (account_id, asset), wallet in wallets.items():
-                by_asset.setdefault(asset, {})[account_id] = wallet.balance
+                by_asset.setdefault(asset, {})[account_id] = wallet.units
             for asset, balances in by_asset.items():
                 self._accounts_of(asset).set_wallets(balances)
         if self._positions:
             positions, self._positions = self._positions, {}
             by_side: dict[tuple[str, bool], list[Position]] = {}
             for position in positions.values():
-                quantity = position.quantity
+                quantity = position.q
                 if position.row >= 0 and (quantity == 0 or (quantity > 0) != position.indexed_long):
                     self._side(position.symbol, position.indexed_long).remove(position)
                 if quantity != 0:

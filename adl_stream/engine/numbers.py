@@ -6,8 +6,15 @@ product of two of them has at most 76 digits and every sum, difference and produ
 makes is exact; were one ever to round, the engine raises instead of silently losing money.
 
 The one division the engine makes (the cost basis removed when a position is partly reduced)
-rounds explicitly, half-even, to :data:`COST_EXPONENT` in :func:`prorate`, and the remaining cost
+rounds explicitly, half-even, to :data:`COST_EXPONENT` in :func:`prorate_units`, and the remaining cost
 is computed by subtraction, so money is conserved to the last digit.
+
+The book holds its exact values as *scaled integers* (README, "Lean positions"): a quantity as an
+integer number of 1e-18 (:data:`QUANTITY_SCALE`, the wire's scale), a cost basis, a wallet balance
+and realized PnL as integer numbers of 1e-36 (:data:`MONEY_SCALE`: a product of two wire values).
+A Python integer is a third of a ``Decimal`` object, and every value of the book is exactly one of
+these integers (inputs have at most 18 places, :func:`to_units` refuses more); :func:`of_units`
+gives the ``Decimal`` back wherever the engine reports or compares one.
 """
 
 from __future__ import annotations
@@ -33,14 +40,40 @@ COST_EXPONENT = Decimal(1).scaleb(-2 * WIRE_SCALE)
 
 ZERO = Decimal(0)
 
+#: Places of a quantity in the book (integer units of 1e-18), and of money (units of 1e-36).
+QUANTITY_SCALE = 18
+MONEY_SCALE = 2 * QUANTITY_SCALE
+QUANTITY_UNIT = 10**QUANTITY_SCALE
+MONEY_UNIT = 10**MONEY_SCALE
+_POWERS = {QUANTITY_SCALE: Decimal(QUANTITY_UNIT), MONEY_SCALE: Decimal(MONEY_UNIT)}
 
-def prorate(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
-    """``total * part / whole`` rounded half-even to :data:`COST_EXPONENT` (the only rounding step)."""
+
+def to_units(value: Decimal, scale: int) -> int:
+    """``value * 10**scale`` as an integer; ValueError if ``value`` has more than ``scale`` places."""
+    scaled = value.scaleb(scale, EXACT)
+    units = int(scaled)
+    if units != scaled:
+        raise ValueError(f"{value} has more than {scale} decimal places")
+    return units
+
+
+def of_units(units: int, scale: int) -> Decimal:
+    """The exact ``Decimal`` of ``units * 10**-scale``, without trailing zeros (``1.5``, ``100``)."""
+    return EXACT.divide(Decimal(units), _POWERS[scale]) if units else ZERO
+
+
+def prorate_units(total: int, part: int, whole: int) -> int:
+    """``total * part / whole`` (``0 < part <= whole``) rounded half-even to an integer: on money
+    units, the cost share rounded to :data:`COST_EXPONENT` (the only rounding step). It rounds the
+    exact quotient once (the ``Decimal`` form it replaced rounded to 80 digits first, which gave the
+    same result whenever the digits of ``total`` and ``whole`` summed to 80 or fewer)."""
     if part == whole:
         return total
-    return _ROUNDING.divide(_ROUNDING.multiply(total, part), whole).quantize(
-        COST_EXPONENT, context=_ROUNDING
-    )
+    quotient, remainder = divmod(total * part, whole)
+    twice = 2 * remainder
+    if twice > whole or (twice == whole and quotient & 1):
+        quotient += 1
+    return quotient
 
 
 def rounded_to_wire(value: Decimal) -> Decimal:

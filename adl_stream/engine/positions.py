@@ -3,43 +3,79 @@
 A position keeps its *cost basis* ``cost = sum(signed qty x price)`` of the open quantity instead of
 a rounded entry price, so ``entry_price = cost / qty`` and ``upnl = qty x mark - cost`` are exact.
 Reducing a position removes the pro-rata share of the cost (the one rounding, see
-:func:`adl_stream.engine.numbers.prorate`); realized PnL is ``closed x fill price`` minus that share,
+:func:`adl_stream.engine.numbers.prorate_units`); realized PnL is ``closed x fill price`` minus that share,
 signed by the position's side.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .numbers import ZERO, prorate
+from .numbers import MONEY_SCALE, QUANTITY_SCALE, ZERO, of_units, prorate_units, to_units
 
 
-@dataclass(slots=True)
 class Position:
-    account_id: str
-    symbol: str
-    quantity: Decimal = ZERO
-    """Signed: long > 0, short < 0."""
-    cost: Decimal = ZERO
-    """Signed cost basis of the open quantity (same sign as ``quantity``)."""
-    reserved: Decimal = ZERO
-    """Quantity held by ADL orders emitted and not yet filled or expired."""
-    row: int = field(default=-1, compare=False, repr=False)
-    """Its row in the ranking index (:mod:`.index`), -1 when not indexed."""
-    indexed_long: bool = field(default=False, compare=False, repr=False)
-    """The side it is indexed on."""
-    light: int = field(default=0, compare=False, repr=False)
-    """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
+    """One open position. The exact values are scaled integers (:mod:`.numbers`): ``q`` the signed
+    quantity in units of 1e-18, ``c`` the signed cost basis in units of 1e-36; ``quantity`` and
+    ``cost`` give them as ``Decimal``. Eight slots and two integers: no dict, no ``Decimal`` held."""
+
+    __slots__ = ("account_id", "symbol", "q", "c", "reserved", "row", "indexed_long", "light")
+
+    def __init__(self, account_id: str, symbol: str, quantity: Decimal = ZERO, cost: Decimal = ZERO,
+                 reserved: Decimal = ZERO) -> None:
+        self.account_id = account_id
+        self.symbol = symbol
+        self.q = to_units(quantity, QUANTITY_SCALE) if quantity else 0
+        """Signed quantity in units of 1e-18: long > 0, short < 0."""
+        self.c = to_units(cost, MONEY_SCALE) if cost else 0
+        """Signed cost basis of the open quantity in units of 1e-36 (same sign as ``q``)."""
+        self.reserved = reserved
+        """Quantity held by ADL orders emitted and not yet filled or expired."""
+        self.row = -1
+        """Its row in the ranking index (:mod:`.index`), -1 when not indexed."""
+        self.indexed_long = False
+        """The side it is indexed on."""
+        self.light = 0
+        """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
+
+    def __repr__(self) -> str:
+        return (f"Position(account_id={self.account_id!r}, symbol={self.symbol!r}, quantity={self.quantity}, "
+                f"cost={self.cost}, reserved={self.reserved})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Position):
+            return NotImplemented
+        return ((self.account_id, self.symbol, self.q, self.c, self.reserved)
+                == (other.account_id, other.symbol, other.q, other.c, other.reserved))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as the dataclass was)
+
+    @property
+    def quantity(self) -> Decimal:
+        """Signed: long > 0, short < 0."""
+        return of_units(self.q, QUANTITY_SCALE)
+
+    @quantity.setter
+    def quantity(self, value: Decimal) -> None:
+        self.q = to_units(value, QUANTITY_SCALE)
+
+    @property
+    def cost(self) -> Decimal:
+        """Signed cost basis of the open quantity (same sign as ``quantity``)."""
+        return of_units(self.c, MONEY_SCALE)
+
+    @cost.setter
+    def cost(self, value: Decimal) -> None:
+        self.c = to_units(value, MONEY_SCALE)
 
     @property
     def entry_price(self) -> Decimal:
-        return self.cost / self.quantity if self.quantity else ZERO
+        return self.cost / self.quantity if self.q else ZERO
 
     @property
     def free(self) -> Decimal:
         """Quantity that a new ADL order may still take (never negative)."""
-        free = self.quantity.copy_abs() - self.reserved
+        free = of_units(abs(self.q), QUANTITY_SCALE) - self.reserved
         return free if free > ZERO else ZERO
 
     def upnl(self, mark: Decimal) -> Decimal:
@@ -47,21 +83,27 @@ class Position:
 
     def apply_fill(self, signed_quantity: Decimal, price: Decimal) -> Decimal:
         """Apply a fill of ``signed_quantity`` (BUY > 0) at ``price``; return the realized PnL."""
-        q = self.quantity
-        if q == ZERO or (q > ZERO) == (signed_quantity > ZERO):
-            self.quantity = q + signed_quantity
-            self.cost += signed_quantity * price
-            return ZERO
-        open_abs, fill_abs = q.copy_abs(), signed_quantity.copy_abs()
-        closed = min(open_abs, fill_abs)
-        removed_cost = prorate(self.cost, closed, open_abs)
-        realized = (closed * price if q > ZERO else -closed * price) - removed_cost
+        return of_units(self.apply_units(to_units(signed_quantity, QUANTITY_SCALE), to_units(price, QUANTITY_SCALE)),
+                        MONEY_SCALE)
+
+    def apply_units(self, signed: int, price: int) -> int:
+        """:meth:`apply_fill` in units: ``signed`` quantity and ``price`` in 1e-18, the realized PnL
+        returned in 1e-36. Reducing removes the pro-rata share of the cost, rounded half-even
+        (:func:`.numbers.prorate_units`), the one rounding; what stays is the rest of the cost."""
+        q = self.q
+        if q == 0 or (q > 0) == (signed > 0):
+            self.q = q + signed
+            self.c += signed * price
+            return 0
+        open_abs, fill_abs = abs(q), abs(signed)
+        closed = open_abs if open_abs < fill_abs else fill_abs
+        removed_cost = prorate_units(self.c, closed, open_abs)
+        realized = (closed * price if q > 0 else -closed * price) - removed_cost
+        self.q = q = q + signed
         if fill_abs > open_abs:  # crosses zero: the remainder opens at the fill price
-            self.quantity = q + signed_quantity
-            self.cost = self.quantity * price
+            self.c = q * price
         else:
-            self.quantity = q + signed_quantity
-            self.cost -= removed_cost
+            self.c -= removed_cost
         return realized
 
 
@@ -94,7 +136,7 @@ class PositionBook:
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""
-        if position.quantity != ZERO or position.reserved != ZERO:
+        if position.q or position.reserved != ZERO:
             return
         in_symbol = self._by_symbol.get(position.symbol, {})
         # Identity, not key: a reservation may outlive its (already forgotten) position, and the

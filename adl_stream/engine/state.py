@@ -51,7 +51,7 @@ def value_of(engine: Engine, key: Key) -> Any:
         return None if position is None else (position.quantity, position.cost)
     if kind == WALLET:
         wallet = engine.wallets.get(key[1], key[2])
-        return None if wallet is None else (wallet.balance, wallet.as_of, tuple(wallet.after or ()))
+        return None if wallet is None else (wallet.balance, wallet.as_of, wallet.amounts_after())
     if kind == FUND:
         return engine.funds.held(key[1])
     if kind == FUND_HISTORY:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from .errors import Rejected
-from .numbers import ZERO
+from .numbers import QUANTITY_SCALE, QUANTITY_UNIT, ZERO, to_units
 from .records import ADL, BalanceUpdate, Fill, FundFlow, LiquidationShortfall, MarkPrice
 from .symbols import SymbolSpec
 
@@ -33,7 +33,18 @@ def _on_grid(name: str, value: Decimal, step: Decimal | None, symbol: str) -> No
         raise Rejected("off_grid", f"{name} {value} is not a multiple of {step} for {symbol}")
 
 
-def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> SymbolSpec:
+def units(name: str, value: Decimal, reason: str) -> int:
+    """``value`` in the book's integer units of 1e-18 (:mod:`.numbers`); Rejected with ``reason``
+    when it has more places than the wire's scale (18: no Avro record can carry one)."""
+    try:
+        return to_units(value, QUANTITY_SCALE)
+    except ValueError:
+        raise Rejected(reason, f"{name} {value} has more than {QUANTITY_SCALE} decimal places "
+                               f"(the wire's scale)") from None
+
+
+def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> tuple[SymbolSpec, int, int, int]:
+    """The fill's symbol, and its quantity and price in units of 1e-18 and fee in units of 1e-36."""
     spec = _spec(symbols, fill.symbol)
     _positive("quantity", fill.quantity, "invalid_quantity")
     _positive("price", fill.price, "invalid_price")
@@ -41,7 +52,9 @@ def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> SymbolSpec:
     _on_grid("price", fill.price, spec.tick_size, fill.symbol)
     if (fill.kind == ADL) != (fill.adl_order_id is not None):
         raise Rejected("invalid_adl_fill", "adl_order_id must be set exactly when kind=ADL")
-    return spec
+    fee = units("fee", fill.fee, "invalid_amount") * QUANTITY_UNIT if fill.fee else 0
+    return (spec, units("quantity", fill.quantity, "invalid_quantity"), units("price", fill.price, "invalid_price"),
+            fee)
 
 
 def check_mark(mark: MarkPrice, symbols: Mapping[str, SymbolSpec]) -> None:
@@ -49,9 +62,12 @@ def check_mark(mark: MarkPrice, symbols: Mapping[str, SymbolSpec]) -> None:
     _positive("mark_price", mark.mark_price, "invalid_price")
 
 
-def check_balance(update: BalanceUpdate, assets: frozenset[str]) -> None:
+def check_balance(update: BalanceUpdate, assets: frozenset[str]) -> int:
+    """The balance in units of 1e-36."""
     if update.asset not in assets:
         raise Rejected("unknown_asset", f"asset {update.asset!r} settles no declared symbol")
+    balance = update.wallet_balance
+    return units("wallet_balance", balance, "invalid_amount") * QUANTITY_UNIT if balance else 0
 
 
 def check_flow(flow: FundFlow, funds: frozenset[str]) -> None:

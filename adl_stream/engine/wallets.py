@@ -8,18 +8,41 @@ arrives after a later fill keeps that fill's PnL instead of wiping it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .numbers import ZERO
+from .numbers import MONEY_SCALE, ZERO, of_units, to_units
 
 
-@dataclass(slots=True)
 class Wallet:
-    balance: Decimal = ZERO
-    as_of: int = -1
-    #: (ts, amount) of the fills applied after ``as_of``; None while there is none.
-    after: list[tuple[int, Decimal]] | None = None
+    """A wallet: ``units`` its balance in integer units of 1e-36 (:mod:`.numbers`), ``balance`` the
+    same as a ``Decimal``; ``after`` the (ts, amount in units) of the fills applied after ``as_of``,
+    None while there is none."""
+
+    __slots__ = ("units", "as_of", "after")
+
+    def __init__(self, balance: Decimal = ZERO, as_of: int = -1,
+                 after: list[tuple[int, Decimal]] | None = None) -> None:
+        self.units = to_units(balance, MONEY_SCALE) if balance else 0
+        self.as_of = as_of
+        self.after = [(ts, to_units(amount, MONEY_SCALE)) for ts, amount in after] if after else None
+
+    def __repr__(self) -> str:
+        return f"Wallet(balance={self.balance}, as_of={self.as_of}, after={self.amounts_after()})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Wallet):
+            return NotImplemented
+        return (self.units, self.as_of, self.after) == (other.units, other.as_of, other.after)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def balance(self) -> Decimal:
+        return of_units(self.units, MONEY_SCALE)
+
+    def amounts_after(self) -> tuple[tuple[int, Decimal], ...]:
+        """``after`` with the amounts as ``Decimal``."""
+        return tuple((ts, of_units(amount, MONEY_SCALE)) for ts, amount in self.after or ())
 
 
 class Wallets:
@@ -57,23 +80,24 @@ class Wallets:
         """Set a wallet as a whole (restoring state)."""
         self._wallets.setdefault(asset, {})[account_id] = wallet
 
-    def set_balance(self, account_id: str, asset: str, balance: Decimal, ts: int) -> Wallet | None:
-        """Apply an absolute balance; the wallet, or None (ignored) when not newer than the one held."""
+    def set_balance(self, account_id: str, asset: str, balance: int, ts: int) -> Wallet | None:
+        """Apply an absolute balance (in units of 1e-36); the wallet, or None (ignored) when not newer
+        than the one held."""
         wallet = self._open(account_id, asset)
         if ts <= wallet.as_of:
             return None
         kept = [(t, amount) for t, amount in wallet.after or () if t > ts]
         wallet.after = kept or None
-        wallet.balance = balance + sum((amount for _, amount in kept), ZERO)
+        wallet.units = balance + sum(amount for _, amount in kept)
         wallet.as_of = ts
         return wallet
 
-    def apply_fill(self, account_id: str, asset: str, amount: Decimal, ts: int) -> Wallet | None:
-        """Add a fill's realized PnL minus fee, unless the last balance already includes it; the
-        wallet when its balance moved."""
+    def apply_fill(self, account_id: str, asset: str, amount: int, ts: int) -> Wallet | None:
+        """Add a fill's realized PnL minus fee (in units of 1e-36), unless the last balance already
+        includes it; the wallet when its balance moved."""
         wallet = self._open(account_id, asset)
         if ts > wallet.as_of and amount:
-            wallet.balance += amount
+            wallet.units += amount
             if wallet.after is None:
                 wallet.after = []
             wallet.after.append((ts, amount))

@@ -156,3 +156,26 @@ def test_a_reservation_outliving_its_position_does_not_forget_the_new_position()
         book.discard_if_idle(reservation.position)
     book.discard_if_idle(old)  # ... and the stale object, flat and unreserved, must not drop the new one
     assert book.get("A", "BTCUSDT") is new and list(book.of_account("A")) == [new]
+
+
+def test_the_book_holds_scaled_integers_and_refuses_what_the_wire_cannot_carry():
+    """Lean positions: quantity in units of 1e-18, cost and wallet in 1e-36, no Decimal held; a value
+    with more places than the wire's 18 is rejected before it changes anything."""
+    engine = Engine(sc.SYMBOLS)
+    engine.apply(sc.BalanceUpdate("A", "USDT", D("1000.25"), 1_000))
+    engine.apply(sc.Fill("x1", "A", "BTCUSDT", "BUY", D("1.5"), D("100.000000000000000001"), D(0), "TRADE", None, 2_000))
+    position, wallet = engine.book.get("A", "BTCUSDT"), engine.wallets.get("A", "USDT")
+    assert (position.q, position.c) == (15 * 10**17, 150000000000000000001500000000000000000)
+    assert (position.quantity, position.cost) == (D("1.5"), D("150.0000000000000000015"))
+    assert wallet.units == 100025 * 10**34 and wallet.balance == D("1000.25")
+    for record, reason in [
+        (sc.Fill("x2", "A", "BTCUSDT", "BUY", D("0.0000000000000000001"), D(100), D(0), "TRADE", None, 3_000),
+         "invalid_quantity"),
+        (sc.Fill("x3", "A", "BTCUSDT", "BUY", D(1), D("100.0000000000000000001"), D(0), "TRADE", None, 3_000),
+         "invalid_price"),
+        (sc.BalanceUpdate("A", "USDT", D("1.0000000000000000001"), 3_000), "invalid_amount"),
+    ]:
+        with pytest.raises(Rejected) as info:
+            engine.apply(record)
+        assert info.value.reason == reason
+    assert (position.q, wallet.units, engine.stream_time) == (15 * 10**17, 100025 * 10**34, 2_000)
