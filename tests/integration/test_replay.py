@@ -74,7 +74,22 @@ def test_replay_from_a_timestamp_into_new_topics_reproduces_the_decisions_after_
         assert value == CODEC.encode(decisions[event_id])
 
 
-def _dry_run(config: str, *flags: str) -> tuple[dict, dict, str]:
+def live_outputs(settings, decisions: int) -> tuple[dict, dict]:
+    """Decisions by event id and orders by order id on the output topics (read_committed, once
+    ``decisions`` decisions are there), as a dry run prints them; an id is never there twice with
+    two contents."""
+    out = []
+    for topic, cls, id_field, expect in ((settings.topics.adl_decisions, ShortfallDecision, "event_id", decisions),
+                                         (settings.topics.adl_orders, AdlOrder, "order_id", 1)):
+        by_id = {}
+        for message in read_topic(settings, topic, expect, settle=1):
+            record = _plain(CODEC.decode(message.value(), cls))
+            assert by_id.setdefault(record[id_field], record) == record, f"{record[id_field]} with two contents"
+        out.append(by_id)
+    return out[0], out[1]
+
+
+def dry_run(config: str, *flags: str) -> tuple[dict, dict, str]:
     """Decisions by event id and orders by order id of a whole-input dry-run replay, and its log."""
     result = subprocess.run(
         [sys.executable, "-m", "adl_stream.cli", "replay", "--config", config, "--dry-run", "--metrics-port", "0",
@@ -99,18 +114,15 @@ def test_a_replay_decides_like_the_live_run_also_where_records_arrived_late(sett
     feed.send(*second.records)
     running.wait_handled(len(first.records) + len(second.records))
     assert running.close() == 0
-    live_decisions = {d.event_id: _plain(d) for d in (CODEC.decode(m.value(), ShortfallDecision) for m in
-                      read_topic(settings, settings.topics.adl_decisions, 40))}
-    live_orders = {o.order_id: _plain(o) for o in (CODEC.decode(m.value(), AdlOrder) for m in
-                   read_topic(settings, settings.topics.adl_orders, 1))}
+    live_decisions, live_orders = live_outputs(settings, 40)
     assert len(live_decisions) == 40
 
     config = write_config(settings, tmp_path / "adl.toml")
-    decisions, orders, log = _dry_run(config)
+    decisions, orders, log = dry_run(config)
     assert '"event": "recorded_order"' in log and "recorded_order_abandoned" not in log
     assert decisions == live_decisions
     assert orders == live_orders
     # The test means something: merged by event time, the same input is decided otherwise.
-    by_event_time, orders_by_event_time, log = _dry_run(config, "--order", "event-time")
+    by_event_time, orders_by_event_time, log = dry_run(config, "--order", "event-time")
     assert '"event": "recorded_order"' not in log
     assert by_event_time != live_decisions and orders_by_event_time != live_orders
