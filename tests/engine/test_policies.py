@@ -47,7 +47,7 @@ def _checked(engine, record, policy):
     """Apply ``record``; for a shortfall, check the decision and its orders against the state before."""
     before = None
     if isinstance(record, LiquidationShortfall):
-        before = {(p.symbol, p.account_id): (p.free, p.quantity, p.cost) for p in engine.book}
+        before = {(p.symbol, p.account_id): (p.free, p.quantity, p.cost, p.reserved) for p in engine.book}
         mark = engine.mark(record.symbol) or record.bankruptcy_price
     result, outcome = _apply(engine, record)
     if outcome is None or outcome.decision is None:
@@ -56,8 +56,9 @@ def _checked(engine, record, policy):
     for expired in outcome.expired:  # released by this record's time, before the decision
         key = (expired.position.symbol, expired.position.account_id)
         if key in before and before[key][1] == expired.position.quantity:
-            free, quantity, cost = before[key]
-            before[key] = (free + expired.quantity, quantity, cost)
+            _, quantity, cost, reserved = before[key]
+            reserved -= expired.quantity  # free again, as far as the position still holds it
+            before[key] = (max(abs(quantity) - reserved, D(0)), quantity, cost, reserved)
     assert engine.funds.balance(decision.fund_id) >= 0
     if decision.outcome == "FUND_COVERED":
         assert not orders and decision.haircut == 0
@@ -69,14 +70,14 @@ def _checked(engine, record, policy):
     assert decision.haircut == rounded_to_wire(sum((o.quantity * per_unit for o in orders), D(0)))
     assert len({o.account_id for o in orders}) == len(orders) and len({o.rank for o in orders}) == len(orders)
     for order in orders:
-        free, quantity, cost = before[(record.symbol, order.account_id)]
+        free, quantity, cost, _ = before[(record.symbol, order.account_id)]
         assert 0 < order.quantity <= free and order.quantity % lot == 0
         assert (quantity > 0) == (record.position_side == "SHORT")  # the opposite side only
         upnl = quantity * mark - cost
         if isinstance(policy, PnlProRata) and upnl > 0:
             assert order.quantity * per_unit <= policy.haircut_cap * upnl
     if decision.unfilled_quantity > 0:  # only when the side had nothing more to give, in lots
-        side_free = sum(f for (s, _), (f, q, _) in before.items()
+        side_free = sum(f for (s, _), (f, q, _, _) in before.items()
                         if s == record.symbol and (q > 0) == (record.position_side == "SHORT"))
         if not isinstance(policy, PnlProRata):
             assert side_free - decision.adl_quantity < lot
