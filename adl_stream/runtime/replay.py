@@ -75,7 +75,7 @@ def recorded_orders(settings: Settings, timeout_s: float = 300.0) -> dict:
     try:
         markers = read_to_end(settings, topic, timeout_s, keep=lambda m: m.key().startswith(MARKER_PREFIX))
     except TimeoutError as exc:
-        markers, (orders, incomplete) = [], ({}, str(exc))
+        markers, orders, incomplete = [], {}, str(exc)
     else:
         orders, incomplete = merge_order.recorded_orders(markers)
     if incomplete:
