@@ -183,10 +183,27 @@ class _Accounts:
                 self.wallet, self.equity = _grown(self.wallet), _grown(self.equity)
         return slot
 
+    def slots(self, accounts: list[str]) -> np.ndarray:
+        """:meth:`slot` of each of ``accounts``, the new ones numbered in bulk."""
+        slot_of = self.slot_of
+        new = [account for account in dict.fromkeys(accounts) if account not in slot_of]
+        if new:
+            start = self._n
+            self._n += len(new)
+            slot_of.update(zip(new, range(start, self._n)))
+            size = len(self.wallet)
+            while size < self._n:
+                size *= 2
+            if size > len(self.wallet):
+                self.wallet, self.equity = (np.concatenate([column, np.zeros(size - len(column), column.dtype)])
+                                            for column in (self.wallet, self.equity))
+        get = slot_of.__getitem__
+        return np.fromiter(map(get, accounts), np.intp, len(accounts))
+
     def set_wallets(self, balances: dict[str, int]) -> None:
         """Set the wallets of these accounts (balances in units of 1e-36) and move the differences
         into their equities."""
-        slots = np.fromiter((self.slot(account) for account in balances), np.intp, len(balances))
+        slots = self.slots(list(balances))
         values = np.fromiter((units / MONEY_UNIT for units in balances.values()), np.float64, len(balances))
         wide = np.abs(values) >= LIMIT
         if wide.any() or self.wide_wallets:
@@ -263,6 +280,36 @@ class _Side:
         self.n_blocked += int(np.count_nonzero(blocked)) - int(np.count_nonzero(self.blocked[rows]))
         self.blocked[rows] = blocked
         self._view = self._wide = None
+
+    def load(self, positions: list[Position], values: list[tuple[int, int]], accounts: list[str]) -> None:
+        """Add ``positions`` (none indexed yet; their exact ``(q, c)`` in ``values``, their accounts in
+        ``accounts``), counting them free (a reserved one is put again afterwards), in bulk."""
+        n, start = len(positions), self._n
+        end = start + n
+        size = len(self.q)
+        while size < end:
+            size *= 2
+        if size > len(self.q):
+            for name in ("q", "cost", "free", "term", "slot", "blocked"):
+                column = getattr(self, name)
+                setattr(self, name, np.concatenate([column, np.zeros(size - len(column), column.dtype)]))
+        q = np.fromiter([abs(q) / QUANTITY_UNIT for q, _ in values], np.float64, n)
+        self.q[start:end] = q
+        self.free[start:end] = q
+        self.cost[start:end] = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
+        self.term[start:end] = 0
+        self.blocked[start:end] = q <= 0
+        self.n_blocked += int(np.count_nonzero(q <= 0))
+        self.slot[start:end] = self.accounts.slots(accounts)
+        long = self.long
+        for row, position in enumerate(positions, start):
+            position.row, position.indexed_long = row, long
+        self.positions += positions
+        self._n = end
+        self._view = self._wide = None
+        if self.mark is not None:
+            mark, self.mark = self.mark, None
+            self.sync(mark)
 
     def remove(self, position: Position) -> None:
         row, last = position.row, self._n - 1
@@ -347,6 +394,35 @@ class RankingIndex:
 
     def mark_changed(self, symbol: str, mark: Decimal) -> None:
         self._marks[symbol] = float(mark) * UNITS
+
+    def load(self, positions: list[Position], exact: dict[tuple[str, str], tuple[int, int]], wallets) -> None:
+        """Index a restored engine: its ``positions`` (none indexed yet), ``exact`` the same positions
+        as ``(symbol, account) -> (q, c)`` in the same order, and its ``((account, asset), wallet)``
+        pairs, in bulk."""
+        by_asset: dict[str, dict[str, int]] = {}
+        for (account_id, asset), wallet in wallets:
+            of_asset = by_asset.get(asset)
+            if of_asset is None:
+                of_asset = by_asset[asset] = {}
+            of_asset[account_id] = wallet.units
+        for asset, balances in by_asset.items():
+            self._accounts_of(asset).set_wallets(balances)
+        by_side: dict[tuple[str, bool], tuple[list, list, list]] = {}
+        for position, ((symbol, account), value) in zip(positions, exact.items()):
+            q = value[0]
+            if q:
+                key = (symbol, q > 0)
+                side = by_side.get(key)
+                if side is None:
+                    side = by_side[key] = ([], [], [])
+                side[0].append(position)
+                side[1].append(value)
+                side[2].append(account)
+        for (symbol, long), (of_side, values, accounts) in by_side.items():
+            self._side(symbol, long).load(of_side, values, accounts)
+        for position in positions:
+            if position.reserved:  # their free quantity, at the next flush
+                self.position_changed(position)
 
     # -- catching up ---------------------------------------------------------------------------
 

@@ -38,6 +38,14 @@ class Position:
         self.light = 0
         """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
 
+    @classmethod
+    def of_units(cls, account_id: str, symbol: str, q: int, c: int) -> Position:
+        """A position from its exact values in units (as a restore reads them), nothing reserved."""
+        position = cls.__new__(cls)
+        position.account_id, position.symbol, position.q, position.c = account_id, symbol, q, c
+        position.reserved, position.row, position.indexed_long, position.light = ZERO, -1, False, 0
+        return position
+
     def __repr__(self) -> str:
         return (f"Position(account_id={self.account_id!r}, symbol={self.symbol!r}, quantity={self.quantity}, "
                 f"cost={self.cost}, reserved={self.reserved})")
@@ -133,6 +141,18 @@ class PositionBook:
         if position is None:
             position = in_symbol[account_id] = Position(account_id, symbol)
         return position
+
+    def load(self, positions: dict[tuple[str, str], tuple[int, int]]) -> list[Position]:
+        """Add positions ``(symbol, account) -> (q, c)`` (exact values in units) to a book that
+        holds none of them (a restore); returns them in the same order."""
+        by_symbol, of_units = self._by_symbol, Position.of_units
+        loaded = [of_units(account, symbol, q, c) for (symbol, account), (q, c) in positions.items()]
+        for symbol in dict.fromkeys(symbol for symbol, _ in positions):
+            if symbol not in by_symbol:
+                by_symbol[symbol] = {}
+        for (symbol, account), position in zip(positions, loaded):
+            by_symbol[symbol][account] = position
+        return loaded
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""

@@ -25,13 +25,20 @@ The engine adds the key of every entity it changes to ``Engine.changed``; :func:
 turns them into ``(key, value)`` pairs, ``value`` None for an entity that no longer exists. Applying
 all pairs ever taken, in order, to an empty mapping and handing it to :func:`restore` gives an
 engine equal to the original: same snapshot, same outputs for the same next records.
+
+The changelog stores the same entities *by kind* (:class:`Entities`): positions and wallets in the
+book's own scaled integers, so neither writing nor restoring goes through a ``Decimal``. :func:`take`
+and :func:`gather` give an :class:`Entities` of what changed or of given keys; :func:`restore` loads
+an :class:`Entities` (or a mapping of keys to values, the form above) into a fresh engine in bulk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .numbers import MONEY_SCALE, QUANTITY_SCALE, to_units
 from .wallets import Wallet
 
 if TYPE_CHECKING:
@@ -99,54 +106,188 @@ def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
         ((SEEN, segment, n), ids) for (segment, n), ids in engine.seen.take()]
 
 
-def restore(engine: Engine, entities: Mapping[Key, Any]) -> None:
-    """Load ``entities`` (key -> value, none None) into a fresh ``engine``."""
-    if len(engine.book) or len(engine.seen) or engine.stream_time >= 0:
-        raise ValueError("restore needs a fresh engine")
-    reservations, lights = [], []
-    for key, value in entities.items():
+class Entities:
+    """An engine's entities by kind (what changelog records hold and a restore folds, in log order).
+
+    ``positions``: (symbol, account) -> (q, c) in units of 1e-18 / 1e-36; ``wallets``: (account,
+    asset) -> (balance in units of 1e-36, as_of, ((ts, amount in units), ...)); ``funds``: fund ->
+    balance; ``histories``: fund -> ((time, balance, until), ...); ``marks``: symbol -> (price, ts);
+    ``reservations``: (order_id, account) -> (symbol, quantity, expires_at); ``seen``: (segment,
+    part) -> ids (``ids``: id -> event time, the earlier one-id form); ``lights``: (symbol, account) -> light (0: its tombstone is due); ``stream_time``:
+    None when unknown. ``gone``: the keys of entities that no longer exist (in a change set: a
+    restore removes them before it takes the rest of the set)."""
+
+    __slots__ = ("positions", "wallets", "funds", "histories", "marks", "reservations", "seen", "ids",
+                 "lights", "stream_time", "gone")
+
+    def __init__(self) -> None:
+        self.positions: dict[tuple[str, str], tuple[int, int]] = {}
+        self.wallets: dict[tuple[str, str], tuple[int, int, tuple]] = {}
+        self.funds: dict[str, Decimal] = {}
+        self.histories: dict[str, tuple] = {}
+        self.marks: dict[str, tuple[Decimal, int]] = {}
+        self.reservations: dict[tuple[str, str], tuple[str, Decimal, int]] = {}
+        self.seen: dict[tuple[int, int], tuple[str, ...]] = {}
+        self.ids: dict[str, int] = {}
+        self.lights: dict[tuple[str, str], int] = {}
+        self.stream_time: int | None = None
+        self.gone: list[Key] = []
+
+    def _maps(self):
+        return (self.positions, self.wallets, self.funds, self.histories, self.marks, self.reservations,
+                self.seen, self.ids, self.lights)
+
+    def __len__(self) -> int:
+        """Entities held (tombstones not counted)."""
+        return sum(map(len, self._maps())) + (self.stream_time is not None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entities):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def put(self, key: Key, value: Any) -> None:
+        """Set the entity ``key`` to ``value`` in the form of :func:`value_of` (``Decimal``s), or
+        remove it when ``value`` is None."""
+        if value is None:
+            self.drop(key)
+            return
         kind = key[0]
         if kind == POSITION:
-            position = engine.book.open(key[2], key[1])
-            position.quantity, position.cost = value
+            self.positions[(key[1], key[2])] = (to_units(value[0], QUANTITY_SCALE), to_units(value[1], MONEY_SCALE))
         elif kind == WALLET:
             balance, as_of, after = value
-            engine.wallets.put(key[1], key[2], Wallet(balance, as_of, list(after) or None))
+            self.wallets[(key[1], key[2])] = (to_units(balance, MONEY_SCALE), as_of,
+                                              tuple((ts, to_units(amount, MONEY_SCALE)) for ts, amount in after))
         elif kind == FUND:
-            engine.funds.restore(key[1], value)
+            self.funds[key[1]] = value
         elif kind == FUND_HISTORY:
-            engine.funds.restore(key[1], None, value)
+            self.histories[key[1]] = tuple(tuple(entry) for entry in value)
         elif kind == MARK:
-            engine.marks[key[1]] = tuple(value)
+            self.marks[key[1]] = tuple(value)
         elif kind == RESERVATION:
-            reservations.append((key, value))
+            self.reservations[(key[1], key[2])] = tuple(value)
         elif kind == SEEN and len(key) == 3:
-            engine.seen.restore_part(key[1], key[2], value)
-        elif kind == SEEN:
-            engine.seen.add(key[1], value)
+            self.seen[(key[1], key[2])] = tuple(value)
+        elif kind == SEEN:  # the earlier form: one id and its event time
+            self.ids[key[1]] = value
         elif kind == LIGHT:
-            lights.append((key, value))
+            self.lights[(key[1], key[2])] = value
         elif key == STREAM_TIME:
-            engine.stream_time = value
+            self.stream_time = value
         else:
             raise ValueError(f"not a state key: {key!r}")
-    for (_, order_id, account), (symbol, quantity, expires_at) in sorted(reservations):
-        position = engine.book.get(account, symbol)
+
+    def drop(self, key: Key) -> None:
+        kind = key[0]
+        if key == STREAM_TIME:
+            self.stream_time = None
+        elif kind == SEEN and len(key) == 2:
+            self.ids.pop(key[1], None)
+        elif kind in _KINDS:
+            self._maps()[_KINDS.index(kind)].pop(key[1] if len(key) == 2 else (key[1], key[2]), None)
+        else:
+            raise ValueError(f"not a state key: {key!r}")
+
+    def update(self, changes: Entities) -> None:
+        """Apply a change set: its tombstones, then its entities."""
+        for key in changes.gone:
+            self.drop(key)
+        for mine, theirs in zip(self._maps(), changes._maps()):
+            mine.update(theirs)
+        if changes.stream_time is not None:
+            self.stream_time = changes.stream_time
+
+    def keys(self) -> list[Key]:
+        """The key of every entity held."""
+        out: list[Key] = []
+        for kind, entities in zip(_KINDS, self._maps()):
+            kind = SEEN if kind == "ids" else kind
+            out += [(kind, *k) if isinstance(k, tuple) else (kind, k) for k in entities]
+        return out + ([STREAM_TIME] if self.stream_time is not None else [])
+
+
+_KINDS = (POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN, "ids", LIGHT)
+
+
+def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) -> Entities:
+    """The current values of ``keys`` (those gone are listed in ``gone``)."""
+    out = Entities() if into is None else into
+    book, wallets = engine.book, engine.wallets
+    for key in keys:
+        kind = key[0]
+        if kind == POSITION:
+            position = book.get(key[2], key[1])
+            if position is None:
+                out.gone.append(key)
+            else:
+                out.positions[(key[1], key[2])] = (position.q, position.c)
+        elif kind == WALLET:
+            wallet = wallets.get(key[1], key[2])
+            if wallet is None:
+                out.gone.append(key)
+            else:
+                out.wallets[(key[1], key[2])] = (wallet.units, wallet.as_of, tuple(wallet.after or ()))
+        else:
+            value = value_of(engine, key)
+            if value is None:
+                out.gone.append(key)
+            else:
+                out.put(key, value)
+    return out
+
+
+def take(engine: Engine) -> Entities:
+    """The entities changed since the last take (:func:`take_changes` by kind, in units)."""
+    changed, engine.changed = engine.changed, set()
+    out = gather(engine, sorted(changed))
+    for (segment, n), ids in engine.seen.take():
+        if ids is None:
+            out.gone.append((SEEN, segment, n))
+        else:
+            out.seen[(segment, n)] = ids
+    return out
+
+
+def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
+    """Load ``entities`` (an :class:`Entities`, or key -> value with none None) into a fresh ``engine``."""
+    if len(engine.book) or len(engine.seen) or engine.stream_time >= 0:
+        raise ValueError("restore needs a fresh engine")
+    if not isinstance(entities, Entities):
+        mapping, entities = entities, Entities()
+        for key, value in mapping.items():
+            entities.put(key, value)
+    book, index = engine.book, engine.index
+    loaded = book.load(entities.positions)
+    put, of_units = engine.wallets.put, Wallet.of_units
+    for (account, asset), (units, as_of, after) in entities.wallets.items():
+        put(account, asset, of_units(units, as_of, after))
+    for fund_id, balance in entities.funds.items():
+        engine.funds.restore(fund_id, balance)
+    for fund_id, history in entities.histories.items():
+        engine.funds.restore(fund_id, None, history)
+    engine.marks.update(entities.marks)
+    for (segment, n), ids in entities.seen.items():
+        engine.seen.restore_part(segment, n, ids)
+    for id_, ts in entities.ids.items():
+        engine.seen.add(id_, ts)
+    if entities.stream_time is not None:
+        engine.stream_time = entities.stream_time
+    for (order_id, account), (symbol, quantity, expires_at) in sorted(entities.reservations.items()):
+        position = book.get(account, symbol)
         if position is None:
             raise ValueError(f"reservation {order_id!r} of {account!r} refers to no position in {symbol}")
         engine.reservations.reserve(order_id, position, quantity, expires_at)
-    for (_, symbol, account), light in lights:
-        position = engine.book.get(account, symbol)
+    unlit = engine.indicators.unlit
+    for (symbol, account), light in entities.lights.items():
+        position = book.get(account, symbol)
         if light and position is not None:
             position.light = light
         else:
-            engine.indicators.unlit.add((symbol, account))
-    index = engine.index
-    for position in engine.book:
-        index.position_changed(position)
-    for (account, asset), wallet in engine.wallets.items():
-        index.wallet_changed(account, asset, wallet)
+            unlit.add((symbol, account))
+    index.load(loaded, entities.positions, engine.wallets.items())
     for symbol, (price, _) in engine.marks.items():
         index.mark_changed(symbol, price)
     engine.changed.clear()
-

@@ -26,6 +26,13 @@ class Wallet:
         self.as_of = as_of
         self.after = [(ts, to_units(amount, MONEY_SCALE)) for ts, amount in after] if after else None
 
+    @classmethod
+    def of_units(cls, units: int, as_of: int, after: tuple[tuple[int, int], ...] = ()) -> Wallet:
+        """A wallet from its exact values in units (as :class:`.state.Entities` holds them)."""
+        wallet = cls.__new__(cls)
+        wallet.units, wallet.as_of, wallet.after = units, as_of, list(after) or None
+        return wallet
+
     def __repr__(self) -> str:
         return f"Wallet(balance={self.balance}, as_of={self.as_of}, after={self.amounts_after()})"
 

@@ -1,29 +1,36 @@
 """The state changelog: engine entities as Kafka records, and the restore that reads them back.
 
 Topic ``<group_id>-changelog`` (compacted), one partition per task (:mod:`.topology`). A transaction
-writes, to the partition of each task it advanced: the entities its engines changed (key: JSON
-``[settle_asset, kind, ...]``, value: JSON, or no value for an entity that is gone), then one
-*commit marker* (key ``["commit"]``) holding the input offsets every settle asset of the task has
-applied. Every record carries the header ``txn``, unique per transaction. The offset after the
-marker is what the transaction commits for that partition in the group (through
-``send_offsets_to_transaction``), so "committed" means one exact point of the changelog.
+writes, to the partition of each task it advanced: the entities its engines changed, in *delta*
+records (format 2, :mod:`.entity_batch`: all of the task's changes of the transaction in one or a
+few binary, columnar records keyed ``["delta", seq % MARKER_KEYS, n]``), then one *commit marker*
+(key ``["commit", seq % MARKER_KEYS]``) holding the input offsets every settle asset of the task
+has applied. Every record carries the header ``txn``, unique per transaction; records of format 2
+the header ``batch`` = ``2``. The offset after the marker is what the transaction commits for that
+partition in the group (through ``send_offsets_to_transaction``), so "committed" means one exact
+point of the changelog.
 
-Restore reads a partition from its start up to that committed offset and applies a transaction's
-entities only when its own marker follows them. On Apache Kafka a ``read_committed`` reader never
-sees aborted records, so this is the plain "read to the end"; on Tansu, which shows aborted records,
-it keeps a partly written transaction (a crash mid-commit) out of the restored state.
+Restore reads a partition up to that committed offset and applies a transaction's records only
+when its own marker follows them. On Apache Kafka a ``read_committed`` reader never sees aborted
+records, so this is the plain "read to the end"; on Tansu, which shows aborted records, it keeps a
+partly written transaction (a crash mid-commit) out of the restored state.
 
-Markers are keyed ``["commit", seq % MARKER_KEYS]`` (``seq`` counts the task's markers, header
-``seq``), so compaction keeps the markers a restore needs (see :mod:`.snapshots`). Snapshot records
-(key ``["snapshot", slot, n]``) hold many entities each; a marker's header ``snapshot`` names the
-offset where the latest complete snapshot starts, and :func:`restore_task` reads from there.
+``seq`` counts the task's markers (header ``seq``); keying markers and deltas by it modulo
+:data:`MARKER_KEYS` lets compaction keep what a restore needs (see :mod:`.snapshots`). Snapshot
+records (key ``["snapshot", slot, n]``, format 2) hold a chunk of the whole state each; a marker's
+header ``snapshot`` names the offset where the latest complete snapshot starts, and
+:func:`restore_task` reads from there.
+
+Format 1 (before 2026-12-01: one JSON record per entity keyed ``[settle_asset, kind, ...]``, JSON
+snapshot chunks, no ``batch`` header) is still read, so a changelog written by an earlier version
+restores; the writer writes format 2 only.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -31,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from ..engine.state import (
+    Entities,
     FUND,
     FUND_HISTORY,
     LIGHT,
@@ -41,8 +49,9 @@ from ..engine.state import (
     STREAM_TIME,
     WALLET,
     Key,
-    take_changes,
+    take,
 )
+from . import entity_batch
 
 COMMIT_KEY = b'["commit"]'  # the markers of earlier versions (one key for all)
 MARKER_PREFIX = b'["commit"'
@@ -52,6 +61,9 @@ TXN_HEADER = "txn"
 SEQ_HEADER = "seq"
 SNAPSHOT_HEADER = "snapshot"
 SNAPSHOT_SLOT_HEADER = "snapshot_slot"
+BATCH_HEADER = "batch"
+BATCH_HEADERS = [(BATCH_HEADER, entity_batch.FORMAT)]
+"""The headers of a record of format 2 (besides ``txn``)."""
 
 Offsets = dict[tuple[str, int], int]
 
@@ -114,13 +126,20 @@ def decode_entity(raw_key: bytes, raw_value: bytes) -> tuple[str, Key, Any]:
     return asset, key, _typed(key, json.loads(raw_value))
 
 
-def write_changes(produce, asset: str, engine) -> int:
-    """Produce the entities ``engine`` changed since they were last taken, as records of the
-    settle asset ``asset``; returns how many."""
-    changes = take_changes(engine)
-    for key, value in changes:
-        produce(*encode_entity(asset, key, value))
-    return len(changes)
+def write_changes(produce, seq: int, engines: Mapping[str, Any]) -> int:
+    """Produce, as the delta records of marker ``seq``, what the engines of one task (settle asset
+    -> engine) changed since their changes were last taken; returns how many entities (and
+    tombstones) they hold. ``produce(raw_key, raw_value)`` adds :data:`BATCH_HEADERS`."""
+    changes = {asset: take(engine) for asset, engine in engines.items()}
+    written = sum(len(c) + len(c.gone) for c in changes.values())
+    if written:
+        for n, value in enumerate(entity_batch.encode(changes)):
+            produce(delta_key(seq, n), value)
+    return written
+
+
+def delta_key(seq: int, n: int) -> bytes:
+    return json.dumps(["delta", seq % MARKER_KEYS, n], separators=(",", ":")).encode()
 
 
 def marker_key(seq: int) -> bytes:
@@ -163,7 +182,7 @@ def decode_marker(raw: bytes) -> dict[str, Offsets]:
 
 @dataclass
 class RestoredTask:
-    entities: dict[str, dict[Key, Any]] = field(default_factory=dict)  # settle asset -> key -> value
+    entities: dict[str, Entities] = field(default_factory=dict)  # settle asset -> its entities
     offsets: dict[str, Offsets] = field(default_factory=dict)  # settle asset -> input offsets
     records: int = 0
     discarded: int = 0  # records of transactions without their marker (aborted, seen on Tansu)
@@ -201,18 +220,27 @@ def fold(messages: Iterable, restored: RestoredTask | None = None) -> RestoredTa
     return restored
 
 
+def _of(entities: dict[str, Entities], asset: str) -> Entities:
+    held = entities.get(asset)
+    if held is None:
+        held = entities[asset] = Entities()
+    return held
+
+
 def _apply(restored: RestoredTask, message) -> None:
     value, entities = message.value(), restored.entities
-    if message.key().startswith(SNAPSHOT_PREFIX):
-        if value is not None:  # (a tombstone of a snapshot record holds nothing)
-            for asset, key, typed in decode_chunk(value):
-                entities.setdefault(asset, {})[key] = typed
-    elif value is None:
-        asset, *key = json.loads(message.key())
-        entities.get(asset, {}).pop(tuple(key), None)
+    if value is None:
+        if not message.key().startswith(SNAPSHOT_PREFIX):  # (a snapshot's tombstone holds nothing)
+            asset, *key = json.loads(message.key())  # format 1: an entity gone
+            _of(entities, asset).drop(tuple(key))
+    elif _headers(message).get(BATCH_HEADER) == entity_batch.FORMAT:
+        entity_batch.decode(value, entities)
+    elif message.key().startswith(SNAPSHOT_PREFIX):  # format 1
+        for asset, key, typed in decode_chunk(value):
+            _of(entities, asset).put(key, typed)
     else:
         asset, key, value = decode_entity(message.key(), value)
-        entities.setdefault(asset, {})[key] = value
+        _of(entities, asset).put(key, value)
 
 
 def snapshot_start(last) -> int:
@@ -230,7 +258,7 @@ def restore_task(config: dict, topic: str, partition: int, end: int) -> Restored
         return RestoredTask()
     (last,) = read_partition(config, topic, partition, end, start=end - 1) or (None,)
     start = snapshot_start(last)
-    restored = fold(read_partition(config, topic, partition, end, start=start))
+    restored = fold(iter_partition(config, topic, partition, end, start=start))
     restored.start = start
     return restored
 
@@ -238,20 +266,26 @@ def restore_task(config: dict, topic: str, partition: int, end: int) -> Restored
 def read_partition(config: dict, topic: str, partition: int, end: int, start: int = 0,
                    timeout_s: float = 300.0) -> list:
     """The messages of ``topic[partition]`` from ``start`` to below offset ``end`` (read_committed)."""
+    return list(iter_partition(config, topic, partition, end, start, timeout_s))
+
+
+def iter_partition(config: dict, topic: str, partition: int, end: int, start: int = 0,
+                   timeout_s: float = 300.0) -> Iterator:
+    """:func:`read_partition` as the messages come (a restore folds them while more are fetched)."""
     if end <= start:
-        return []
+        return
     consumer = Consumer({**config, "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
-        messages, deadline = [], time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s
         while True:
             for message in consumer.consume(10_000, 0.2):
                 if message.error() is None and start <= message.offset() < end:
-                    messages.append(message)
+                    yield message
             (position,) = consumer.position([TopicPartition(topic, partition)])
             if position.offset >= end:
-                return messages
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}[{partition}]: restore read to offset {position.offset} of {end} "
                                    f"within {timeout_s}s")

@@ -1,4 +1,5 @@
-"""glibc's malloc, told to keep the memory numpy frees (one call at the start of a process).
+"""How the process holds a large state: glibc's malloc told to keep the memory numpy frees (one
+call at the start of a process), and the garbage collector kept out of a bulk restore.
 
 glibc serves a large allocation (above its mmap threshold) with a fresh ``mmap`` and returns the
 heap's free top to the system (above its trim threshold); both thresholds move with the sizes the
@@ -11,9 +12,12 @@ the freed columns in the heap for the next decision; resident memory stays at it
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import sys
+from collections.abc import Iterator
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20
@@ -29,3 +33,19 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+@contextlib.contextmanager
+def restoring() -> Iterator[None]:
+    """Around a restore that creates millions of objects: no cyclic garbage collection meanwhile
+    (each generation-2 pass would walk every object made so far: a restore of 1M positions took
+    twice as long with it), and the objects made are then frozen out of later collections (they
+    are the state, long-lived by nature; refcounting still frees each one that is dropped)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.freeze()

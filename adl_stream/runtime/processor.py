@@ -53,6 +53,7 @@ from ..engine.state import restore
 from ..wire import Codec
 from ..wire.registry import RegistryUnavailable
 from .changelog import (
+    BATCH_HEADERS,
     TXN_HEADER,
     Offsets,
     changelog_topic,
@@ -71,6 +72,7 @@ from .kafka import (
     producer_config,
 )
 from .merge import EventTimeMerger
+from .memory import restoring
 from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
@@ -330,12 +332,14 @@ class Processor:
         """The task rebuilt from its changelog partition up to ``end`` (nothing when < 0): from the
         latest complete snapshot the last marker names (:mod:`.snapshots`)."""
         s, started = self.settings, time.monotonic()
-        state = restore_task(input_consumer_config(s), self.changelog, task_id, end)
+        with restoring():
+            state = restore_task(input_consumer_config(s), self.changelog, task_id, end)
+            engines = {asset: self._new_domain(asset) for asset in self.topology.assets_of_task[task_id]}
+            for asset, domain in engines.items():
+                restore(domain.engine, state.entities.pop(asset, {}))
         task = Task(task_id, {}, end, SnapshotWriter.restored(state, s.snapshot_min_records, s.snapshot_chunk_entities),
                     state.seq)
-        for asset in self.topology.assets_of_task[task_id]:
-            domain = self._new_domain(asset)
-            restore(domain.engine, state.entities.get(asset, {}))
+        for asset, domain in engines.items():
             domain.offsets = dict(state.offsets.get(asset, {}))
             domain.committed = dict(domain.offsets)
             for (topic, partition), offset in domain.offsets.items():
@@ -647,12 +651,12 @@ class Processor:
             task = self.tasks[task_id]
 
             def produce(raw_key, raw_value, on_offset=None, task_id=task_id):
-                self.checkpoint.produce(self.changelog, raw_key, raw_value, headers, partition=task_id,
-                                        on_offset=on_offset)
+                self.checkpoint.produce(self.changelog, raw_key, raw_value, headers + BATCH_HEADERS,
+                                        partition=task_id, on_offset=on_offset)
 
-            written, moved = 0, False
+            written = write_changes(produce, task.seq, {d.asset: d.engine for d in task.domains.values()})
+            moved = False
             for domain in task.domains.values():
-                written += write_changes(produce, domain.asset, domain.engine)
                 for key, routed in self._routed.items():  # nothing of this asset is buffered below it
                     if routed > domain.offsets.get(key, 0) and not domain.merger.buffered(key):
                         domain.offsets[key] = routed

@@ -6,7 +6,8 @@ transaction beside the ordinary entity records, so no transaction stalls on a la
 
 - when it starts, the keys of every entity of the task are listed;
 - each transaction then writes the values those keys have *at that moment* (a key gone by then is
-  skipped), at most ``chunk_entities`` of them, in records of at most :data:`RECORD_BYTES`;
+  skipped), at most ``chunk_entities`` of them, in records of format 2 (:mod:`.entity_batch`) of at
+  most :data:`~.entity_batch.RECORD_BYTES`;
 - the offset of the first snapshot record (``start``) is known from its delivery report; once the
   last chunk is committed, every later commit marker carries ``start`` in its header
   :data:`~.changelog.SNAPSHOT_HEADER`.
@@ -18,15 +19,15 @@ created after ``start`` has its record, and one deleted is in no chunk written a
 A snapshot cut short (a crash, an abort) is never named by a marker, so the restore takes the one
 before it.
 
-When: a snapshot starts once the task has written more changelog records since the last one started
-than ``max(min_records, entities of the last snapshot)``, so the records a restore reads stay within
-about twice the state's size, whatever the length of the history.
+When: a snapshot starts once the task has written more entities to the changelog since the last one
+started than ``max(min_records, entities of the last snapshot)``, so the entities a restore reads
+stay within about twice the state's size, whatever the length of the history.
 
 Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
 so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
-are keyed by their sequence modulo :data:`~.changelog.MARKER_KEYS`, and a snapshot is started
-at the latest every ``MARKER_KEYS // 2`` markers, so a marker a restore needs is never compacted
-away by a newer marker of the same key.
+and delta records are keyed by their sequence modulo :data:`~.changelog.MARKER_KEYS`, and a
+snapshot is started at the latest every ``MARKER_KEYS // 2`` markers, so a marker or delta a
+restore needs is never compacted away by a newer one of the same key.
 """
 
 from __future__ import annotations
@@ -36,21 +37,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.state import Key, keys, value_of
+from ..engine.state import Entities, Key, gather, keys
+from . import entity_batch
 from .changelog import (
     MARKER_KEYS,
     SEQ_HEADER,
     SNAPSHOT_HEADER,
     SNAPSHOT_SLOT_HEADER,
     RestoredTask,
-    chunk_entry,
-    join_chunk,
     snapshot_key,
 )
-
-RECORD_BYTES = 256 * 1024
-"""A snapshot record ends once its entities reach this size (well under Kafka's 1 MB default
-``message.max.bytes``; a record holds at least one entity)."""
 
 #: produce(raw key, raw value, on_offset) to the task's changelog partition; ``on_offset``, if not
 #: None, is called with the record's offset once it is delivered
@@ -66,7 +62,7 @@ class SnapshotWriter:
     complete: int | None = None
     """Changelog offset where the latest complete snapshot starts (None: none, read from 0)."""
     since: int = 0
-    """Changelog records written since the latest snapshot started (or since the task began)."""
+    """Changelog entities written since the latest snapshot started (or since the task began)."""
     markers_since: int = 0
     size: int = 0
     """Entities of the latest snapshot started."""
@@ -107,29 +103,24 @@ class SnapshotWriter:
 
     def write(self, produce: Produce) -> int:
         """Write the next chunk (at most ``chunk_entities`` entities); returns the records produced."""
-        pending, written, budget = self._pending, 0, self.chunk_entities
+        pending, budget, taken = self._pending, self.chunk_entities, {}
         while pending and budget > 0:
-            batch, size = [], 0
-            while pending and budget > 0 and size < RECORD_BYTES:
-                engine, asset, key = pending.popleft()
-                value = value_of(engine, key)
-                if value is not None:
-                    entry = chunk_entry(asset, key, value)
-                    batch.append(entry)
-                    size += len(entry) + 1
-                budget -= 1
-            if batch:
-                first = self._chunk == 0
-                produce(snapshot_key(self.slot, self._chunk), join_chunk(batch),
-                        self._started.append if first else None)
-                self._chunk += 1
-                written += 1
+            engine, asset, key = pending.popleft()
+            taken.setdefault(asset, (engine, []))[1].append(key)
+            budget -= 1
+        chunk: dict[str, Entities] = {}
+        for asset, (engine, of_asset) in taken.items():
+            chunk[asset] = entities = gather(engine, of_asset)
+            entities.gone.clear()  # a key gone by now: in no chunk
+        values = []
+        if any(map(len, chunk.values())) or (not pending and self._chunk == 0):
+            values = entity_batch.encode(chunk)  # (nothing at all to hold: an empty record, so that
+        for value in values:                     # an empty state has a start too)
+            produce(snapshot_key(self.slot, self._chunk), value, self._started.append if self._chunk == 0 else None)
+            self._chunk += 1
         if not pending:
-            if self._chunk == 0:  # nothing at all to hold: an empty state starts anywhere
-                produce(snapshot_key(self.slot, 0), join_chunk([]), self._started.append)
-                written += 1
             self._pending = None
-        return written
+        return len(values)
 
     def committed(self) -> None:
         """The transaction that wrote the last chunk committed: the snapshot is complete."""

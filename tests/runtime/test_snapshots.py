@@ -9,16 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine, Fill
-from adl_stream.engine.state import keys, restore, value_of
+from adl_stream.engine.state import Entities, gather, keys, restore
+from adl_stream.runtime import entity_batch
 from adl_stream.runtime.changelog import (
-    decode_chunk,
+    BATCH_HEADERS,
     encode_marker,
     fold,
     marker_key,
     snapshot_start,
     write_changes,
 )
-from adl_stream.runtime.snapshots import RECORD_BYTES, SnapshotWriter
+from adl_stream.runtime.entity_batch import RECORD_BYTES
+from adl_stream.runtime.snapshots import SnapshotWriter
 from tests import scenarios as sc
 from tests.engine.test_properties import markets
 from tests.engine.test_state import OPTIONS, _applied, _apply
@@ -43,9 +45,9 @@ class Log:
         def produce(raw_key, raw_value, on_offset=None):
             if on_offset is not None:
                 on_offset(len(self.messages))
-            self.messages.append(Message(raw_key, raw_value, txn))
+            self.messages.append(Message(raw_key, raw_value, txn, BATCH_HEADERS))
 
-        written = write_changes(produce, "USDT", engine)
+        written = write_changes(produce, seq, {"USDT": engine})
         writer.step(produce, written, [(engine, "USDT")])
         if not marker:
             return
@@ -62,8 +64,8 @@ class Log:
         return fold(self.messages[start:]), start
 
 
-def _state(engine: Engine) -> dict:
-    return {key: value_of(engine, key) for key in keys(engine)}
+def _state(engine: Engine) -> Entities:
+    return gather(engine, keys(engine))
 
 
 def _restored_engine(entities) -> Engine:
@@ -143,7 +145,7 @@ def test_snapshot_records_stay_under_the_record_size_however_large_the_entities(
     for i in range(12_000):  # 12,000 fills within one second: parts of 2,000 ids each
         engine.apply(Fill(f"a-rather-long-fill-identifier-{i:08d}", f"A{i % 50}", "BTCUSDT", "BUY",
                           D("0.001"), D(100), D(0), "TRADE", None, 1_000 + i % 1_000))
-    write_changes(lambda *_: None, "USDT", engine)
+    write_changes(lambda *_: None, 0, {"USDT": engine})
     records = []
     writer = SnapshotWriter(min_records=1, chunk_entities=10**9)
     writer.start([(engine, "USDT", keys(engine))])
@@ -151,8 +153,8 @@ def test_snapshot_records_stay_under_the_record_size_however_large_the_entities(
     assert len(records) > 1 and all(len(r) <= RECORD_BYTES + 200_000 for r in records)
     entities = {}
     for raw in records:
-        entities.update({key: value for _, key, value in decode_chunk(raw)})
-    assert entities == _state(engine)
+        entity_batch.decode(raw, entities)
+    assert entities == {"USDT": _state(engine)}
 
 
 @pytest.mark.parametrize("records, slot", [(5, 0), (8, 1)])  # the complete snapshot in either slot

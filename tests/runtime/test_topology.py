@@ -90,6 +90,6 @@ def test_fold_applies_a_transaction_only_at_its_own_marker():
         Message(COMMIT_KEY, later, "t3"),
         _entity("USDT", ("f", "USDT"), D(1), "t4"),  # after the last marker: not committed
     ])
-    assert restored.entities == {"USDT": {("f", "USDT"): D(7)}}
+    assert restored.entities["USDT"].keys() == [("f", "USDT")] and restored.entities["USDT"].funds == {"USDT": D(7)}
     assert restored.offsets == {"USDT": {("fills", 0): 20}}
     assert (restored.records, restored.discarded) == (8, 2)
