@@ -14,6 +14,7 @@ A batch is split into records of at most :data:`RECORD_BYTES` (well under Kafka'
 
 from __future__ import annotations
 
+import itertools
 import json
 from decimal import Decimal
 from io import BytesIO
@@ -116,40 +117,42 @@ def _write(groups: list[dict]) -> bytes:
 
 
 def _estimate(entities: Entities) -> int:
-    """A generous estimate of the encoded size of ``entities`` (splitting needs no exact figure)."""
+    """A generous estimate of the encoded size of ``entities`` (splitting needs no exact figure):
+    the account ids of a kind are taken to be as long as the longest of its first 64."""
     size = _ENTITY_BYTES * (len(entities) + len(entities.gone))
-    size += sum(len(account) for _, account in entities.positions)
-    size += sum(len(account) + 24 * len(after) for (account, _), (_, _, after) in entities.wallets.items())
-    size += sum(len(account) for _, account in entities.lights)
+    for keyed in (entities.positions, entities.wallets, entities.lights):
+        if keyed:
+            size += len(keyed) * max(len(key[1] if keyed is not entities.wallets else key[0])
+                                     for key in itertools.islice(keyed, 64))
+    size += sum(24 * len(after) for _, _, after in entities.wallets.values() if after)
     size += sum(sum(map(len, ids)) + 2 * len(ids) for ids in entities.seen.values())
     return size
 
 
-def _halves(entities: Entities) -> tuple[Entities, Entities]:
-    """``entities`` split in two, each kind by halves (tombstones with the first)."""
-    first, second = Entities(), Entities()
+def _split(entities: Entities, parts: int) -> list[Entities]:
+    """``entities`` in ``parts`` pieces, each kind sliced evenly (tombstones and stream time with
+    the first piece)."""
+    if parts == 1:
+        return [entities]
+    pieces = [Entities() for _ in range(parts)]
     for name in ("positions", "wallets", "funds", "histories", "marks", "reservations", "seen", "ids", "lights"):
         items = list(getattr(entities, name).items())
-        half = (len(items) + 1) // 2
-        getattr(first, name).update(items[:half])
-        getattr(second, name).update(items[half:])
-    first.gone, first.stream_time = list(entities.gone), entities.stream_time
-    return first, second
+        step = -(-len(items) // parts)
+        for n, piece in enumerate(pieces):
+            getattr(piece, name).update(items[n * step:(n + 1) * step])
+    pieces[0].gone, pieces[0].stream_time = list(entities.gone), entities.stream_time
+    return pieces
 
 
 def encode(by_asset: dict[str, Entities]) -> list[bytes]:
     """The record values holding ``by_asset`` (settle asset -> entities), split so that each stays
-    under :data:`RECORD_BYTES`; an empty batch is one record (a snapshot of an empty state)."""
-    pending = [[(asset, entities)] for asset, entities in by_asset.items() if len(entities) or entities.gone]
-    if not pending:
-        return [_write([])]
-    out: list[bytes] = []
-    for (asset, entities), in pending:
-        if _estimate(entities) > RECORD_BYTES and len(entities) + len(entities.gone) > 1:
-            out += [value for half in _halves(entities) for value in encode({asset: half})]
-        else:
-            out.append(_write([_group(asset, entities)]))
-    return out
+    under about :data:`RECORD_BYTES`; an empty batch is one record (a snapshot of an empty state)."""
+    out = []
+    for asset, entities in by_asset.items():
+        if len(entities) or entities.gone:
+            parts = min(-(-_estimate(entities) // RECORD_BYTES), len(entities) + len(entities.gone))
+            out += [_write([_group(asset, piece)]) for piece in _split(entities, max(parts, 1))]
+    return out or [_write([])]
 
 
 def decode(raw: bytes, into: dict[str, Entities]) -> None:
