@@ -185,6 +185,8 @@ class Processor:
         self.inputs: Consumer | None = None  # every input partition, assigned
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
+        # records applied per topic, not yet committed (counted at the commit: no label lookup per record)
+        self._applied: dict[tuple[str, str], int] = {}
         self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
         self._joining_logged = 0
         self._producer: Producer | None = None
@@ -280,6 +282,7 @@ class Processor:
             else:
                 self.checkpoint.abort()
                 self._decided.clear()
+                self._applied.clear()
                 self._failed = True  # close() revokes: nothing more may be applied or committed
             if self.consumer is not None:
                 self.consumer.close()
@@ -438,6 +441,7 @@ class Processor:
         self.tasks.clear()  # their state holds the abandoned batch: restored from the last commit
         self._suspended.clear()
         self._decided.clear()
+        self._applied.clear()
         self._uncommitted = 0
         self._assigned = False
         self._producer_stale = True
@@ -615,6 +619,9 @@ class Processor:
             self._progress_at = time.monotonic()
         self._uncommitted = 0
         m = self.metrics
+        for (counter, topic), count in self._applied.items():
+            getattr(m, counter).labels(topic).inc(count)
+        self._applied.clear()
         for task in self.tasks.values():
             end = self.checkpoint.committed_marks.get((self.changelog, task.id))
             if end is not None:
@@ -736,11 +743,10 @@ class Processor:
             if live:
                 self._dead_letter(message, Rejected("internal_error", f"{type(exc).__name__}: {exc}"))
             return
-        if not live:  # replay: below the start, records only build state
-            self.metrics.restored.labels(topic).inc()
-            return
-        self.metrics.events.labels(topic).inc()
-        self._emit(topic, outcome, consumed_at)
+        counted = ("events", topic) if live else ("restored", topic)  # replay: below the start, state only
+        self._applied[counted] = self._applied.get(counted, 0) + 1
+        if live:
+            self._emit(topic, outcome, consumed_at)
 
     def _emit(self, topic: str, outcome: Outcome, consumed_at: float) -> None:
         m, topics = self.metrics, self.settings.topics

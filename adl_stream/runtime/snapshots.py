@@ -69,7 +69,7 @@ class SnapshotWriter:
     slot: int = 1
     """The slot of the latest snapshot started (each snapshot takes the other one)."""
     complete_slot: int = 0
-    _pending: deque | None = None  # (engine, asset, key) still to write of the snapshot in progress
+    _pending: deque | None = None  # [engine, asset, keys, next] still to write of the snapshot in progress
     _chunk: int = 0
     _started: list = field(default_factory=list)  # [start] once delivered (set by the callback)
 
@@ -97,20 +97,23 @@ class SnapshotWriter:
 
     def start(self, entities: Iterable[tuple[Any, str, list[Key]]]) -> None:
         """Begin a snapshot of ``(engine, settle asset, keys)`` for each engine of the task."""
-        self._pending = deque((engine, asset, key) for engine, asset, keys in entities for key in keys)
-        self.size, self.since, self.markers_since = len(self._pending), 0, 0
+        self._pending = deque([engine, asset, keys, 0] for engine, asset, keys in entities if keys)
+        self.size, self.since, self.markers_since = sum(len(group[2]) for group in self._pending), 0, 0
         self.slot, self._chunk, self._started = 1 - self.slot, 0, []
 
     def write(self, produce: Produce) -> int:
         """Write the next chunk (at most ``chunk_entities`` entities); returns the records produced."""
-        pending, budget, taken = self._pending, self.chunk_entities, {}
+        pending, budget, chunk = self._pending, self.chunk_entities, {}
         while pending and budget > 0:
-            engine, asset, key = pending.popleft()
-            taken.setdefault(asset, (engine, []))[1].append(key)
-            budget -= 1
-        chunk: dict[str, Entities] = {}
-        for asset, (engine, of_asset) in taken.items():
-            chunk[asset] = entities = gather(engine, of_asset)
+            group = pending[0]
+            engine, asset, keys, start = group
+            end = min(len(keys), start + budget)
+            gather(engine, keys[start:end], chunk.setdefault(asset, Entities()))
+            budget -= end - start
+            group[3] = end
+            if end == len(keys):
+                pending.popleft()
+        for entities in chunk.values():
             entities.gone.clear()  # a key gone by now: in no chunk
         values = []
         if any(map(len, chunk.values())) or (not pending and self._chunk == 0):
