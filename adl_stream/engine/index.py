@@ -186,7 +186,10 @@ class _Accounts:
     def slots(self, accounts: list[str]) -> np.ndarray:
         """:meth:`slot` of each of ``accounts``, the new ones numbered in bulk."""
         slot_of = self.slot_of
-        new = [account for account in dict.fromkeys(accounts) if account not in slot_of]
+        if slot_of:
+            new = [account for account in dict.fromkeys(accounts) if account not in slot_of]
+        else:  # (the first accounts of the asset: a restore)
+            new = list(dict.fromkeys(accounts)) if len(set(accounts)) < len(accounts) else accounts
         if new:
             start = self._n
             self._n += len(new)
@@ -281,9 +284,9 @@ class _Side:
         self.blocked[rows] = blocked
         self._view = self._wide = None
 
-    def load(self, positions: list[Position], values: list[tuple[int, int]], accounts: list[str]) -> None:
-        """Add ``positions`` (none indexed yet; their exact ``(q, c)`` in ``values``, their accounts in
-        ``accounts``), counting them free (a reserved one is put again afterwards), in bulk."""
+    def load(self, positions: list[Position], q: np.ndarray, cost: np.ndarray, accounts: list[str]) -> None:
+        """Add ``positions`` (none indexed yet, none reserved), with their ``q`` and ``cost`` columns
+        (as :meth:`put` computes them) and their accounts, in bulk."""
         n, start = len(positions), self._n
         end = start + n
         size = len(self.q)
@@ -293,10 +296,9 @@ class _Side:
             for name in ("q", "cost", "free", "term", "slot", "blocked"):
                 column = getattr(self, name)
                 setattr(self, name, np.concatenate([column, np.zeros(size - len(column), column.dtype)]))
-        q = np.fromiter([abs(q) / QUANTITY_UNIT for q, _ in values], np.float64, n)
         self.q[start:end] = q
         self.free[start:end] = q
-        self.cost[start:end] = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
+        self.cost[start:end] = cost
         self.term[start:end] = 0
         self.blocked[start:end] = q <= 0
         self.n_blocked += int(np.count_nonzero(q <= 0))
@@ -396,33 +398,38 @@ class RankingIndex:
         self._marks[symbol] = float(mark) * UNITS
 
     def load(self, positions: list[Position], exact: dict[tuple[str, str], tuple[int, int]], wallets) -> None:
-        """Index a restored engine: its ``positions`` (none indexed yet), ``exact`` the same positions
-        as ``(symbol, account) -> (q, c)`` in the same order, and its ``((account, asset), wallet)``
-        pairs, in bulk."""
+        """Index a restored engine: its ``positions`` (none indexed yet, none reserved: reservations
+        are restored afterwards), ``exact`` the same positions as ``(symbol, account) -> (q, c)`` in
+        the same order, and its wallets ``(account, asset) -> (units, as_of, after)``, in bulk."""
         by_asset: dict[str, dict[str, int]] = {}
-        for (account_id, asset), wallet in wallets:
+        for (account_id, asset), (units, _, _) in wallets.items():
             of_asset = by_asset.get(asset)
             if of_asset is None:
                 of_asset = by_asset[asset] = {}
-            of_asset[account_id] = wallet.units
+            of_asset[account_id] = units
         for asset, balances in by_asset.items():
             self._accounts_of(asset).set_wallets(balances)
-        by_side: dict[tuple[str, bool], tuple[list, list, list]] = {}
-        for position, ((symbol, account), value) in zip(positions, exact.items()):
-            q = value[0]
-            if q:
-                key = (symbol, q > 0)
-                side = by_side.get(key)
-                if side is None:
-                    side = by_side[key] = ([], [], [])
-                side[0].append(position)
-                side[1].append(value)
-                side[2].append(account)
-        for (symbol, long), (of_side, values, accounts) in by_side.items():
-            self._side(symbol, long).load(of_side, values, accounts)
-        for position in positions:
-            if position.reserved:  # their free quantity, at the next flush
-                self.position_changed(position)
+        n = len(positions)
+        if not n:
+            return
+        keys, values = list(exact), list(exact.values())
+        qs = [q for q, _ in values]
+        q = np.fromiter([abs(x) / QUANTITY_UNIT for x in qs], np.float64, n)  # int / int: correctly rounded
+        cost = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
+        symbols = list(dict.fromkeys(symbol for symbol, _ in keys))
+        code = {symbol: i for i, symbol in enumerate(symbols)}
+        group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
+        group += np.fromiter([(x > 0) - (x < 0) + 1 for x in qs], np.int64, n)  # 0 short, 1 flat, 2 long
+        objects, accounts = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        objects[:], accounts[:] = positions, [account for _, account in keys]
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(3 * len(symbols) + 1))
+        for g in range(3 * len(symbols)):
+            if g % 3 == 1 or bounds[g] == bounds[g + 1]:
+                continue
+            rows = order[bounds[g]:bounds[g + 1]]
+            self._side(symbols[g // 3], g % 3 == 2).load(objects[rows].tolist(), q[rows], cost[rows],
+                                                          accounts[rows].tolist())
 
     # -- catching up ---------------------------------------------------------------------------
 

@@ -261,9 +261,7 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
             entities.put(key, value)
     book, index = engine.book, engine.index
     loaded = book.load(entities.positions)
-    put, of_units = engine.wallets.put, Wallet.of_units
-    for (account, asset), (units, as_of, after) in entities.wallets.items():
-        put(account, asset, of_units(units, as_of, after))
+    engine.wallets.load(entities.wallets)
     for fund_id, balance in entities.funds.items():
         engine.funds.restore(fund_id, balance)
     for fund_id, history in entities.histories.items():
@@ -275,11 +273,6 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
         engine.seen.add(id_, ts)
     if entities.stream_time is not None:
         engine.stream_time = entities.stream_time
-    for (order_id, account), (symbol, quantity, expires_at) in sorted(entities.reservations.items()):
-        position = book.get(account, symbol)
-        if position is None:
-            raise ValueError(f"reservation {order_id!r} of {account!r} refers to no position in {symbol}")
-        engine.reservations.reserve(order_id, position, quantity, expires_at)
     unlit = engine.indicators.unlit
     for (symbol, account), light in entities.lights.items():
         position = book.get(account, symbol)
@@ -287,7 +280,12 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
             position.light = light
         else:
             unlit.add((symbol, account))
-    index.load(loaded, entities.positions, engine.wallets.items())
+    index.load(loaded, entities.positions, entities.wallets)
+    for (order_id, account), (symbol, quantity, expires_at) in sorted(entities.reservations.items()):
+        position = book.get(account, symbol)
+        if position is None:
+            raise ValueError(f"reservation {order_id!r} of {account!r} refers to no position in {symbol}")
+        engine.reservations.reserve(order_id, position, quantity, expires_at)
     for symbol, (price, _) in engine.marks.items():
         index.mark_changed(symbol, price)
     engine.changed.clear()

@@ -83,6 +83,15 @@ class Wallets:
             wallet = of_asset[account_id] = Wallet()
         return wallet
 
+    def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
+        """Add wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk)."""
+        of_units = Wallet.of_units
+        for (account_id, asset), (units, as_of, after) in wallets.items():
+            of_asset = self._wallets.get(asset)
+            if of_asset is None:
+                of_asset = self._wallets[asset] = {}
+            of_asset[account_id] = of_units(units, as_of, after)
+
     def put(self, account_id: str, asset: str, wallet: Wallet) -> None:
         """Set a wallet as a whole (restoring state)."""
         self._wallets.setdefault(asset, {})[account_id] = wallet

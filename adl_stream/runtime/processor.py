@@ -185,7 +185,7 @@ class Processor:
         self.inputs: Consumer | None = None  # every input partition, assigned
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
-        # records applied per topic, not yet committed (counted at the commit: no label lookup per record)
+        # records applied per counter and topic since they were last counted (_count_applied)
         self._applied: dict[tuple[str, str], int] = {}
         self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
         self._joining_logged = 0
@@ -517,8 +517,16 @@ class Processor:
                 self._commit()
             if not more:
                 break
+        self._count_applied()
         if not self._uncommitted and not any(len(d.merger) for d in self.domains()) and len(caught_up) == len(self._inputs):
             self._progress_at = time.monotonic()  # nothing waits: idle, not stalled
+
+    def _count_applied(self) -> None:
+        """Add the records applied since the last call to their counters (once per consumed batch,
+        not per record: a label lookup costs more than applying a mark)."""
+        for (counter, topic), count in self._applied.items():
+            getattr(self.metrics, counter).labels(topic).inc(count)
+        self._applied.clear()
 
     def _log_no_progress(self) -> None:
         """While input waits and nothing is committed, every NO_PROGRESS_LOG_EVERY_S a line saying
@@ -618,10 +626,8 @@ class Processor:
         if self.checkpoint.commit():
             self._progress_at = time.monotonic()
         self._uncommitted = 0
+        self._count_applied()
         m = self.metrics
-        for (counter, topic), count in self._applied.items():
-            getattr(m, counter).labels(topic).inc(count)
-        self._applied.clear()
         for task in self.tasks.values():
             end = self.checkpoint.committed_marks.get((self.changelog, task.id))
             if end is not None:
