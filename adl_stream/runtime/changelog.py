@@ -253,41 +253,47 @@ def snapshot_start(last) -> int:
 
 def restore_task(config: dict, topic: str, partition: int, end: int) -> RestoredTask:
     """A task's state at the committed changelog offset ``end``: the last marker (at ``end - 1``)
-    names where the latest complete snapshot starts; the partition is read from there."""
+    names where the latest complete snapshot starts; the partition is read from there (one
+    consumer for both reads)."""
     if end <= 0:
         return RestoredTask()
-    (last,) = read_partition(config, topic, partition, end, start=end - 1) or (None,)
-    start = snapshot_start(last)
-    restored = fold(iter_partition(config, topic, partition, end, start=start))
+    consumer = _reader(config)
+    try:
+        (last,) = list(_messages(consumer, topic, partition, end, end - 1)) or (None,)
+        start = snapshot_start(last)
+        restored = fold(_messages(consumer, topic, partition, end, start))
+    finally:
+        consumer.close()
     restored.start = start
     return restored
 
 
-def read_partition(config: dict, topic: str, partition: int, end: int, start: int = 0,
-                   timeout_s: float = 300.0) -> list:
-    """The messages of ``topic[partition]`` from ``start`` to below offset ``end`` (read_committed)."""
-    return list(iter_partition(config, topic, partition, end, start, timeout_s))
+RESTORE_FETCH = {"max.partition.fetch.bytes": 32 << 20, "fetch.max.bytes": 64 << 20}
+"""A restore reads one partition of large records: fetches of 32 MB, not librdkafka's 1 MB (four
+snapshot records a round trip); ``[kafka]`` settings override these."""
 
 
-def iter_partition(config: dict, topic: str, partition: int, end: int, start: int = 0,
-                   timeout_s: float = 300.0) -> Iterator:
-    """:func:`read_partition` as the messages come (a restore folds them while more are fetched)."""
+def _reader(config: dict) -> Consumer:
+    return Consumer({**RESTORE_FETCH, **config, "enable.auto.commit": False, "isolation.level": "read_committed",
+                     "enable.partition.eof": True})
+
+
+def _messages(consumer: Consumer, topic: str, partition: int, end: int, start: int,
+              timeout_s: float = 300.0) -> Iterator:
+    """The messages from ``start`` to below ``end``, as they come (a restore folds them while
+    librdkafka fetches more). ``consume`` waits until it has its count or its timeout: the timeout
+    is short, so a few large snapshot records are handed over as soon as they arrive."""
     if end <= start:
         return
-    consumer = Consumer({**config, "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for message in consumer.consume(10_000, 0.2):
-                if message.error() is None and start <= message.offset() < end:
-                    yield message
-            (position,) = consumer.position([TopicPartition(topic, partition)])
-            if position.offset >= end:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}[{partition}]: restore read to offset {position.offset} of {end} "
-                                   f"within {timeout_s}s")
-    finally:
-        consumer.close()
+    consumer.assign([TopicPartition(topic, partition, start)])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for message in consumer.consume(1_000, 0.02):
+            if message.error() is None and start <= message.offset() < end:
+                yield message
+        (position,) = consumer.position([TopicPartition(topic, partition)])
+        if position.offset >= end:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}[{partition}]: restore read to offset {position.offset} of {end} "
+                               f"within {timeout_s}s")

@@ -117,7 +117,7 @@ class Settings:
     """Partitions (= tasks, the most instances that share the work) of the changelog topic
     ``<group_id>-changelog`` when the processor creates it; 0: as many as the input topics have."""
     snapshot_min_records: int = 100_000
-    """A task snapshots its state into the changelog once it has written more changelog records
+    """A task snapshots its state into the changelog once it has written more changelog entities
     since its last snapshot than this or than that snapshot's entities, whichever is more; a restore
     reads from the latest complete snapshot (so about twice the state at most)."""
     snapshot_chunk_entities: int = 50_000
