@@ -1,5 +1,15 @@
 """How the process holds a large state: glibc's malloc told to keep the memory numpy frees (one
-call at the start of a process), and the garbage collector kept out of a bulk restore.
+call at the start of a process), and Python's cyclic garbage collector kept off the state.
+
+The collector's oldest generation is collected whenever a quarter more objects have survived into
+it, and each such pass walks *every* tracked object: with a book of 1M positions (their wallets,
+ids and index rows, about 3M objects) a pass took up to 1.1 s, and book building spent 19 s of its
+67 s in 39 of them (measured 2026-12-01, 2M records). The state is long-lived and free of
+reference cycles (refcounting frees a closed position or a forgotten id at once), so after each
+commit the processor collects the young generations and *freezes* what survived
+(:func:`settle`): later passes walk only what is new since the last commit. A task's state that
+is dropped (revoked to another instance, or abandoned after a broker outage) is unfrozen and
+collected in full once (:func:`release`), so nothing it held stays behind.
 
 glibc serves a large allocation (above its mmap threshold) with a fresh ``mmap`` and returns the
 heap's free top to the system (above its trim threshold); both thresholds move with the sizes the
@@ -49,3 +59,17 @@ def restoring() -> Iterator[None]:
         if enabled:
             gc.enable()
         gc.freeze()
+
+
+def settle() -> None:
+    """After a commit: collect the young generations (what is cyclic garbage by now goes), then
+    freeze every object that is left out of later collections."""
+    gc.collect(1)
+    gc.freeze()
+
+
+def release() -> None:
+    """After a task's state was dropped: unfreeze everything and collect in full (a pass over the
+    whole state, once per rebalance or outage, not once per quarter of growth)."""
+    gc.unfreeze()
+    gc.collect()

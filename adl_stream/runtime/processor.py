@@ -72,7 +72,7 @@ from .kafka import (
     producer_config,
 )
 from .merge import EventTimeMerger
-from .memory import restoring
+from .memory import release, restoring, settle
 from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
@@ -312,6 +312,12 @@ class Processor:
     def _take_tasks(self, task_ids: list[int], committed: dict[int, int]) -> None:
         started = time.monotonic()
         restored = 0
+        dropped = [task_id for task_id, task in self._suspended.items()
+                   if task_id not in committed or task.committed_end != committed[task_id]]
+        for task_id in dropped:  # moved on elsewhere: restored from the changelog if it comes back
+            del self._suspended[task_id]
+        if dropped:
+            release()
         for task_id in sorted(task_ids):
             end = committed.get(task_id, -1)
             task = self._suspended.pop(task_id, None)
@@ -440,6 +446,7 @@ class Processor:
                 self.metrics.set_lights(domain.engine.symbols, {})
         self.tasks.clear()  # their state holds the abandoned batch: restored from the last commit
         self._suspended.clear()
+        release()
         self._decided.clear()
         self._applied.clear()
         self._uncommitted = 0
@@ -625,6 +632,7 @@ class Processor:
                 domain.merger.take_runs()
         if self.checkpoint.commit():
             self._progress_at = time.monotonic()
+        settle()
         self._uncommitted = 0
         self._count_applied()
         m = self.metrics
