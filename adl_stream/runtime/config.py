@@ -93,7 +93,9 @@ class Settings:
     indicator_interval_ms: int = 30_000
     """ADL indicator lights each time stream time crosses a multiple of this (0: off)."""
     reservation_timeout_ms: int = 60_000
-    dedup_window_ms: int = 86_400_000
+    dedup_window_ms: int = 3_600_000
+    """Event time an input id is remembered; at least ``max_event_lateness_ms`` (README, "Time and
+    duplicates": a repeat older than that is refused as late anyway)."""
     max_event_skew_ms: int = 60_000
     """A record whose event time is further ahead of stream time (or, while stream time is unknown
     or behind it, of the Kafka record timestamp) is dead-lettered as ``future_event``."""

@@ -168,7 +168,7 @@ def test_policy_settings_build_their_policies_and_refuse_what_is_incomplete(conf
 
 def test_event_time_bounds_default_and_the_lateness_stays_within_the_dedup_window(config):
     s = load_settings(config(), env={})
-    assert (s.max_event_skew_ms, s.max_event_lateness_ms, s.dedup_window_ms) == (60_000, 3_600_000, 86_400_000)
+    assert (s.max_event_skew_ms, s.max_event_lateness_ms, s.dedup_window_ms) == (60_000, 3_600_000, 3_600_000)
     s = load_settings(config(), env={"ADL_MAX_EVENT_SKEW_MS": "5000", "ADL_MAX_EVENT_LATENESS_MS": "600000"})
     assert (s.max_event_skew_ms, s.max_event_lateness_ms) == (5_000, 600_000)
     with pytest.raises(ConfigError, match="max_event_skew_ms.*ADL_MAX_EVENT_SKEW_MS.*> 0"):
