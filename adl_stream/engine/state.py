@@ -39,7 +39,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .numbers import MONEY_SCALE, QUANTITY_SCALE, to_units
-from .wallets import Wallet
 
 if TYPE_CHECKING:
     from .engine import Engine

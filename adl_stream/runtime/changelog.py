@@ -38,7 +38,6 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from ..engine.state import (
-    Entities,
     FUND,
     FUND_HISTORY,
     LIGHT,
@@ -48,6 +47,7 @@ from ..engine.state import (
     SEEN,
     STREAM_TIME,
     WALLET,
+    Entities,
     Key,
     take,
 )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import fastavro
 
-from ..engine.state import Entities, Key
+from ..engine.state import Entities
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "changelog" / "EntityBatch.avsc"
 SCHEMA = fastavro.parse_schema(json.loads(SCHEMA_PATH.read_text()))

@@ -71,8 +71,8 @@ from .kafka import (
     input_consumer_config,
     producer_config,
 )
-from .merge import EventTimeMerger
 from .memory import release, restoring, settle
+from .merge import EventTimeMerger
 from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
 from .replay import PrintingCheckpoint
