@@ -9,7 +9,8 @@ reference cycles (refcounting frees a closed position or a forgotten id at once)
 commit the processor collects the young generations and *freezes* what survived
 (:func:`settle`): later passes walk only what is new since the last commit. A task's state that
 is dropped (revoked to another instance, or abandoned after a broker outage) is unfrozen and
-collected in full once (:func:`release`), so nothing it held stays behind.
+collected in full once (:func:`release`), so nothing it held stays behind; a processor that stops
+unfreezes everything (its state goes with it, in the collector's own time).
 
 glibc serves a large allocation (above its mmap threshold) with a fresh ``mmap`` and returns the
 heap's free top to the system (above its trim threshold); both thresholds move with the sizes the

@@ -22,6 +22,7 @@ no commit from anyone else in between keeps its state without a restore.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -294,6 +295,7 @@ class Processor:
                 producer.flush(10)
             self.health.set_ready(False)
             self.health.stop()
+            gc.unfreeze()  # the state is the collector's again: dropped with the processor, it goes
             log.info("stopped", exit_code=code)
         return code
 
