@@ -302,6 +302,8 @@ def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s:
     sent_ms = [(probe.decided[event][2] - at) * 1000 for event, at in fed["sent_at"].items()
                if len(probe.decided.get(event, ())) == 3]
     out["sent_to_committed_ms"] = percentiles(sent_ms) if sent_ms else {}
+    waited = [(probe.decided[event][0] - at) * 1000 for event, at in fed["sent_at"].items() if event in probe.decided]
+    out["sent_to_consumed_ms"] = percentiles(waited) if waited else {}
     out["shortfalls_sent"] = len(fed["sent_at"])
     return out
 

@@ -486,7 +486,7 @@ class Processor:
             self._log_joining()
             time.sleep(self.settings.poll_timeout_ms / 1000)
             return
-        messages = self.inputs.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
+        messages = self._consume()
         consumed_at = time.monotonic()
         for message in messages:
             error = message.error()
@@ -511,6 +511,19 @@ class Processor:
                 break
         if not self._uncommitted and not any(len(d.merger) for d in self.domains()) and len(caught_up) == len(self._inputs):
             self._progress_at = time.monotonic()  # nothing waits: idle, not stalled
+
+    def _consume(self) -> list:
+        """The input records there are, up to ``batch_size``, as soon as there is one: librdkafka's
+        ``consume(n, timeout)`` waits out its timeout until ``n`` have come, which held a paced
+        input up to ``poll_timeout_ms`` before it was even consumed. Waits at most until the open
+        transaction's deadline, so that it commits on time when no input comes."""
+        timeout = self.settings.poll_timeout_ms / 1000
+        if self._uncommitted:
+            timeout = min(timeout, max(0.0, self._transaction_started + self._commit_interval_s - time.monotonic()))
+        messages = self.inputs.consume(1, timeout)
+        if messages and self.settings.batch_size > 1:
+            messages += self.inputs.consume(self.settings.batch_size - 1, 0)  # what is queued, no wait
+        return messages
 
     def _log_no_progress(self) -> None:
         """While input waits and nothing is committed, every NO_PROGRESS_LOG_EVERY_S a line saying
