@@ -167,13 +167,15 @@ def summary(probe: Probe, processor: Processor, seconds: float) -> dict:
     consumed = probe.samples_ms(0, 2)
     out = {"records": int(handled), "seconds": round(seconds, 3), "events_per_s": round(handled / seconds),
            "shortfalls": len(consumed), "orders": int(m.total("adl_orders_total")),
-           "dead_letters": int(m.total("adl_dead_letters_total"))}
+           "dead_letters": int(m.total("adl_dead_letters_total")),
+           # the processor's own count of what it observed into adl_shortfall_processing_seconds
+           "histogram_samples": int(m.total("adl_shortfall_processing_seconds_count"))}
     out.update({f"{k}_ms": v for k, v in percentiles(consumed).items()} if consumed else {})
     out["applied_to_committed_ms"] = percentiles(probe.samples_ms(1, 2)) if consumed else {}
     out["consumed_to_applied_ms"] = percentiles(probe.samples_ms(0, 1)) if consumed else {}
     sizes = [t[0] for t in probe.transactions]
     if sizes:
-        out["transactions"] = {"count": len(sizes), "records_mean": round(sum(sizes) / len(sizes)),
+        out["transactions"] = {"count": len(sizes), "records": sum(sizes), "records_mean": round(sum(sizes) / len(sizes)),
                                "records_max": max(sizes), "open_ms": percentiles([t[2] * 1000 for t in probe.transactions])}
         out["transactions"]["commit_call_ms"] = percentiles([t[3] * 1000 for t in probe.transactions])
     loop = probe.stages["loop"]
@@ -185,12 +187,15 @@ def summary(probe: Probe, processor: Processor, seconds: float) -> dict:
     return out
 
 
-def backlog(settings: Settings, records: list) -> dict:
-    """Publish ``records``, then run a processor until it has caught up; the figures of :func:`summary`."""
+def backlog(settings: Settings, records: list, probes: list | None = None) -> dict:
+    """Publish ``records``, then run a processor until it has caught up; the figures of :func:`summary`
+    (``probes``, if given, receives the :class:`Probe`)."""
     create_missing_topics(settings, [*settings.topics.inputs(), *settings.topics.outputs()], PARTITIONS)
     _send(settings, records)
     processor = Processor(settings, until_caught_up=True)
     probe = attach(processor)
+    if probes is not None:
+        probes.append(probe)
     first: list[float] = []
     apply = processor.apply_record
 
@@ -256,7 +261,8 @@ def _feed(settings: Settings, accounts: int, count: int, rate: float, go, out) -
               "sent_at": sent_at})
 
 
-def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s: float = 600) -> dict:
+def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s: float = 600,
+          probes: list | None = None) -> dict:
     """A running processor fed ``count`` records of :func:`market_records` at ``rate`` per second;
     :func:`summary`'s figures, the achieved rate and the sent -> committed percentiles."""
     create_missing_topics(settings, [*settings.topics.inputs(), *settings.topics.outputs()], PARTITIONS)
@@ -267,6 +273,8 @@ def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s:
     feed.start()
     processor = Processor(settings)
     probe = attach(processor)
+    if probes is not None:
+        probes.append(probe)
     stop = threading.Event()
     code: list[int] = []
     runner = threading.Thread(target=lambda: code.append(processor.run(stop)), daemon=True)

@@ -25,6 +25,6 @@ def test_a_record_sent_to_a_waiting_processor_is_committed_long_before_the_poll_
         sent = time.monotonic()
         Feed(settings).send(sc.FundFlow(f"d{n}", "USDT", "DEPOSIT", D(1), 1_000 + n))
         # the fund's balance gauge is set after the commit that holds the deposit
-        wait_for(lambda: metric(p, "adl_insurance_fund_balance", fund_id="USDT") >= n, 10, f"deposit {n} committed")
+        wait_for(lambda n=n: metric(p, "adl_insurance_fund_balance", fund_id="USDT") >= n, 10, f"deposit {n} committed")
         assert time.monotonic() - sent < 2.0, f"record {n} took {time.monotonic() - sent:.2f} s to commit"
     assert running.close() == 0
