@@ -11,7 +11,8 @@ dead letters, and the ADL indicator lights of a pass keyed ``<symbol>:<account_i
 pass's time as Kafka timestamp, a tombstone for a closed position), and every ``batch_size``
 records or ``commit_interval_ms`` (whichever comes first) the :class:`Checkpoint` commits the
 outputs, the changed state entities and each task's input offsets (its commit marker) in one Kafka
-transaction.
+transaction; a transaction that holds a shortfall decision commits as soon as the merges release
+nothing more, without waiting for the interval.
 
 On assignment a task is restored from its changelog partition up to the group's committed offset
 (:mod:`.changelog`), then its assets resume at the input offsets of the last marker. ``/readyz``
@@ -505,7 +506,9 @@ class Processor:
             room = batch_size - self._uncommitted
             released, more = self._drain_all(caught_up, unfetched, room, deadline)
             self._uncommitted += released
-            if self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline):
+            # A shortfall decision is not held for the interval once nothing more is released now.
+            if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline)
+                    or (self._decided and not more)):
                 self._commit()
             if not more:
                 break
