@@ -55,6 +55,10 @@ from .report import percentiles
 from .soak import market, passes
 
 TARGET_P99_MS = 100.0
+#: A second paced run sets this on the processor's clients: the embedded Tansu answers a fetch
+#: late while records keep arriving on other partitions (README "Shortfall latency"), which
+#: Apache Kafka does not (it answers once ``fetch.min.bytes`` = 1 byte is there).
+QUICK_FETCH = {"fetch.wait.max.ms": "10"}
 #: The feed sends what is due every this many seconds (a steady rate, not one burst per second).
 FEED_SLICE_S = 0.002
 
@@ -326,27 +330,28 @@ def _wait_for(pipe, feed, timeout_s: float, what: str) -> None:
 
 
 def run(broker: EmbeddedBroker, accounts: int, backlog_records: int, seconds: float) -> dict:
-    """Backlog first (its records/s is the throughput), then paced at half of it for ``seconds``."""
+    """Backlog first (its records/s is the throughput), then paced at half of it for ``seconds``,
+    with the clients' defaults and again with ``fetch.wait.max.ms = 10`` (see :data:`QUICK_FETCH`)."""
     out: dict = {}
     first = replace(settings_for(broker, f"backlog{uuid.uuid4().hex[:6]}."), log_level="error")
     out["backlog"] = backlog(first, market_records(accounts, backlog_records))
     rate = out["backlog"]["events_per_s"] / 2
-    second = replace(settings_for(broker, f"paced{uuid.uuid4().hex[:6]}."), log_level="error")
-    out["paced"] = paced(second, accounts, int(rate * seconds), rate)
-    out["paced"]["met"] = out["paced"].get("p99_ms", float("inf")) <= TARGET_P99_MS
+    for name, kafka in (("paced", {}), ("paced_fetch_wait_10ms", QUICK_FETCH)):
+        settings = replace(settings_for(broker, f"{name[:5]}{uuid.uuid4().hex[:6]}."), log_level="error")
+        out[name] = paced(replace(settings, kafka={**settings.kafka, **kafka}), accounts, int(rate * seconds), rate)
+        out[name]["met"] = out[name].get("p99_ms", float("inf")) <= TARGET_P99_MS
     return out
 
 
 def rows(results: dict) -> list[dict]:
-    """One table row per run."""
+    """One table row per run (the JSON has the rest: breakdowns, stages, transactions)."""
     table = []
     for name, r in results.items():
         t = r.get("transactions", {})
-        table.append({"run": name, "records": r["records"], "records_per_s": r["events_per_s"],
-                      "shortfalls": r["shortfalls"], "orders": r["orders"],
-                      "p50_ms": float(r.get("p50_ms", 0.0)), "p99_ms": float(r.get("p99_ms", 0.0)),
-                      "max_ms": float(r.get("max_ms", 0.0)),
-                      "sent_p99_ms": float(r.get("sent_to_committed_ms", {}).get("p99", 0.0)) if name == "paced" else "-",
-                      "txn_records_mean/max": f"{t.get('records_mean', 0):,}/{t.get('records_max', 0):,}",
-                      "txn_open_p50/p99_ms": f"{t.get('open_ms', {}).get('p50', 0):.0f}/{t.get('open_ms', {}).get('p99', 0):.0f}"})
+        table.append({"run": name, "rec/s": r["events_per_s"], "shortfalls": r["shortfalls"], "orders": r["orders"],
+                      "p50 ms": float(r.get("p50_ms", 0.0)), "p99 ms": float(r.get("p99_ms", 0.0)),
+                      "max ms": float(r.get("max_ms", 0.0)),
+                      "sent p99": float(r["sent_to_committed_ms"]["p99"]) if r.get("sent_to_committed_ms") else "-",
+                      "txn rec": t.get("records_mean", 0),
+                      "txn p99 ms": float(t.get("open_ms", {}).get("p99", 0.0))})
     return table
