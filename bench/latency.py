@@ -35,10 +35,12 @@ merges (applying), writing the changelog and the commit call).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
@@ -74,11 +76,14 @@ class Probe:
         ("loop", "route", "drain", "changelog", "commit_call", "commit_rest"), 0.0))
     abandoned: int = 0
     repeated: int = 0  # a shortfall decided twice (a redone batch): must stay 0
+    gc_pauses: list[tuple[int, float]] = field(default_factory=list)  # (generation, seconds) of each collection
+    detach: Callable[[], None] = field(default=lambda: None, repr=False)  # stop noting collections
 
     def reset_stages(self) -> None:
         """Count the loop's time from now (not the group join nor the idle wait before the feed)."""
         for name in self.stages:
             self.stages[name] = 0.0
+        self.gc_pauses.clear()
 
     def samples_ms(self, start: int, end: int) -> list[float]:
         """Milliseconds between two of the times (0 consumed, 1 applied, 2 committed) of every
@@ -154,6 +159,16 @@ def attach(processor: Processor) -> Probe:
         probe.pending.clear()
         abandon(exc)
 
+    gc_started: list[float] = [0.0]
+
+    def on_gc(phase, info):  # the process's collections (the processor's heap is most of it)
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            probe.gc_pauses.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+    probe.detach = lambda: gc.callbacks.remove(on_gc)
     processor._emit = observed_emit
     processor._commit = observed_commit
     processor._abandon_batch = observed_abandon
@@ -186,6 +201,9 @@ def summary(probe: Probe, processor: Processor, seconds: float) -> dict:
     inner = sum(v for k, v in probe.stages.items() if k in ("route", "drain", "changelog", "commit_call", "commit_rest"))
     out["stages_s"] = {"consume_and_rest": round(loop - inner, 3),
                        **{k: round(v, 3) for k, v in probe.stages.items() if k != "loop"}}
+    oldest = [seconds for generation, seconds in probe.gc_pauses if generation == 2]
+    out["gc"] = {"collections": len(probe.gc_pauses), "seconds": round(sum(s for _, s in probe.gc_pauses), 3),
+                 "gen2": len(oldest), "gen2_max_ms": round(max(oldest, default=0.0) * 1000, 1)}
     out["abandoned_batches"] = probe.abandoned
     out["decided_twice"] = probe.repeated
     return out
@@ -210,7 +228,10 @@ def backlog(settings: Settings, records: list, probes: list | None = None) -> di
         return apply(engine, record, received_ts)
 
     processor.apply_record = timed_apply
-    assert processor.run(threading.Event()) == 0, "the processor failed: see its log"
+    try:
+        assert processor.run(threading.Event()) == 0, "the processor failed: see its log"
+    finally:
+        probe.detach()
     out = summary(probe, processor, time.monotonic() - first[0])
     assert out["records"] == len(records), f"handled {out['records']} of {len(records)}"
     out["backlog"] = len(records)
@@ -305,6 +326,7 @@ def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s:
         stop.set()
         runner.join(60)
         feed.join(10)
+        probe.detach()
     assert code == [0], f"the processor exited with {code}: see its log"
     seconds = fed["last"] - fed["first"]
     out = summary(probe, processor, seconds)
@@ -333,10 +355,12 @@ def run(broker: EmbeddedBroker, accounts: int, backlog_records: int, seconds: fl
     """Backlog first (its records/s is the throughput), then paced at half of it for ``seconds``,
     with the clients' defaults and again with ``fetch.wait.max.ms = 10`` (see :data:`QUICK_FETCH`)."""
     out: dict = {}
+    gc.collect()  # an earlier part's garbage is not this part's pause
     first = replace(settings_for(broker, f"backlog{uuid.uuid4().hex[:6]}."), log_level="error")
     out["backlog"] = backlog(first, market_records(accounts, backlog_records))
     rate = out["backlog"]["events_per_s"] / 2
     for name, kafka in (("paced", {}), ("paced_fetch_wait_10ms", QUICK_FETCH)):
+        gc.collect()  # nor the previous run's processor
         settings = replace(settings_for(broker, f"{name[:5]}{uuid.uuid4().hex[:6]}."), log_level="error")
         out[name] = paced(replace(settings, kafka={**settings.kafka, **kafka}), accounts, int(rate * seconds), rate)
         out[name]["met"] = out[name].get("p99_ms", float("inf")) <= TARGET_P99_MS
