@@ -20,7 +20,7 @@ from adl_stream.embedded import EmbeddedBroker
 from adl_stream.runtime.logs import configure_logging
 from adl_stream.runtime.memory import keep_freed_memory
 
-from . import compare, decision, pipeline, wire
+from . import compare, decision, latency, pipeline, wire
 from .report import dump, table
 
 TARGETS = {  # figure -> (target, higher is better)
@@ -31,6 +31,7 @@ TARGETS = {  # figure -> (target, higher is better)
     "bytes_per_position_max": (500, False),
     "restore_s@1000000": (5.0, False),
     "peer_ratio": (2.0, True),
+    "shortfall_p99_ms_paced": (latency.TARGET_P99_MS, False),
 }
 HISTORY_ROUNDS = 10
 
@@ -43,13 +44,20 @@ def main(argv=None) -> int:
     parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
     parser.add_argument("--history", type=int, default=100_000,
                         help=f"positions of the restore after a history {HISTORY_ROUNDS}x longer than the state")
-    parser.add_argument("--only", choices=["decision", "pipeline", "wire", "compare"], help="run one part only")
+    parser.add_argument("--only", choices=["decision", "pipeline", "wire", "compare", "latency"],
+                        help="run one part only")
     parser.add_argument("--compare-accounts", type=int, default=20_000,
                         help="traders of the crash that compare decides under every policy (default 20k)")
     parser.add_argument("--compare-policies", default=",".join(compare.ALLOCATIONS),
                         help="allocation policies of the compare timing (default: all)")
     parser.add_argument("--compare-triggers", default=",".join(compare.TRIGGERS),
                         help="trigger policies of the compare timing (default: all)")
+    parser.add_argument("--latency-accounts", type=int, default=5_000,
+                        help="traders of the market of the shortfall latency runs (default 5000)")
+    parser.add_argument("--latency-backlog", type=int, default=250_000,
+                        help="records waiting before the processor starts, for the latency under a backlog")
+    parser.add_argument("--latency-seconds", type=float, default=60,
+                        help="how long the paced latency run feeds (at half the backlog's records/s; default 60)")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes (also printed)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `adl-stream run` does (adl_stream/runtime/memory.py)
@@ -77,6 +85,14 @@ def main(argv=None) -> int:
     if args.only in (None, "pipeline"):
         with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-broker.log") as broker:
             results["pipeline"] = _pipeline(broker, args, console)
+
+    if args.only in (None, "latency"):
+        with EmbeddedBroker(Path(tempfile.gettempdir()) / "adl-bench-latency.log") as broker, console.status(
+                f"shortfall latency: a backlog of {args.latency_backlog:,} records, then paced for "
+                f"{args.latency_seconds:g} s ..."):
+            results["latency"] = latency.run(broker, args.latency_accounts, args.latency_backlog, args.latency_seconds)
+        table(console, "Shortfall latency, consumed -> committed (exactly-once, commit_interval_ms = 100)",
+              latency.rows(results["latency"]))
 
     if args.only in (None, "compare"):
         with console.status(f"compare: the crash of {args.compare_accounts:,} accounts under every policy ..."):
@@ -148,6 +164,9 @@ def _targets(results: dict) -> list[dict]:
                 pipe["history_restore"]["records"] / max(pipe["history_restore"]["positions"], 1), 2)
         if "peer_ratio" in pipe:
             figures["peer_ratio"] = pipe["peer_ratio"]
+    paced = results.get("latency", {}).get("paced", {})
+    if "p99_ms" in paced:
+        figures["shortfall_p99_ms_paced"] = paced["p99_ms"]
     rows = []
     for name, (target, higher) in TARGETS.items():
         if name in figures:

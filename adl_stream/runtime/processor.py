@@ -11,7 +11,8 @@ dead letters, and the ADL indicator lights of a pass keyed ``<symbol>:<account_i
 pass's time as Kafka timestamp, a tombstone for a closed position), and every ``batch_size``
 records or ``commit_interval_ms`` (whichever comes first) the :class:`Checkpoint` commits the
 outputs, the changed state entities and each task's input offsets (its commit marker) in one Kafka
-transaction.
+transaction; a transaction that holds a shortfall decision commits as soon as the merges release
+nothing more, without waiting for the interval.
 
 On assignment a task is restored from its changelog partition up to the group's committed offset
 (:mod:`.changelog`), then its assets resume at the input offsets of the last marker. ``/readyz``
@@ -503,7 +504,7 @@ class Processor:
             self._log_joining()
             time.sleep(self.settings.poll_timeout_ms / 1000)
             return
-        messages = self.inputs.consume(self.settings.batch_size, self.settings.poll_timeout_ms / 1000)
+        messages = self._consume()
         consumed_at = time.monotonic()
         for message in messages:
             error = message.error()
@@ -522,7 +523,9 @@ class Processor:
             room = batch_size - self._uncommitted
             released, more = self._drain_all(caught_up, unfetched, room, deadline)
             self._uncommitted += released
-            if self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline):
+            # A shortfall decision is not held for the interval once nothing more is released now.
+            if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline)
+                    or (self._decided and not more)):
                 self._commit()
             if not more:
                 break
@@ -536,6 +539,19 @@ class Processor:
         for (counter, topic), count in self._applied.items():
             getattr(self.metrics, counter).labels(topic).inc(count)
         self._applied.clear()
+
+    def _consume(self) -> list:
+        """The input records there are, up to ``batch_size``, as soon as there is one: librdkafka's
+        ``consume(n, timeout)`` waits out its timeout until ``n`` have come, which held a paced
+        input up to ``poll_timeout_ms`` before it was even consumed. Waits at most until the open
+        transaction's deadline, so that it commits on time when no input comes."""
+        timeout = self.settings.poll_timeout_ms / 1000
+        if self._uncommitted:
+            timeout = min(timeout, max(0.0, self._transaction_started + self._commit_interval_s - time.monotonic()))
+        messages = self.inputs.consume(1, timeout)
+        if messages and self.settings.batch_size > 1:
+            messages += self.inputs.consume(self.settings.batch_size - 1, 0)  # what is queued, no wait
+        return messages
 
     def _log_no_progress(self) -> None:
         """While input waits and nothing is committed, every NO_PROGRESS_LOG_EVERY_S a line saying
