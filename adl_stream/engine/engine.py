@@ -61,6 +61,10 @@ from .symbols import SymbolSpec
 from .wallets import Wallets
 
 
+_APPLYING = EXACT.copy()
+"""The decimal context while a record is applied: :data:`.numbers.EXACT`."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What applying one record produced."""
@@ -140,14 +144,20 @@ class Engine:
         handler = self._handlers.get(type(record))
         if handler is None:
             raise TypeError(f"not an input record: {type(record).__name__}")
-        with decimal.localcontext(EXACT):
-            self._advanced = None
-            self._received_ts = received_ts
-            try:
-                return handler(record)
-            except Rejected as rejected:  # stream time may have moved first: that stays, and is told
-                rejected.outcome = self._advanced
-                raise
+        # The engine's context, set and put back (as decimal.localcontext, without its copy of the
+        # context at every record: 0.25 us of the 10 us a fill costs). _APPLYING is the engine's
+        # own copy of EXACT, so the flags it collects touch nothing else.
+        caller = decimal.getcontext()
+        decimal.setcontext(_APPLYING)
+        self._advanced = None
+        self._received_ts = received_ts
+        try:
+            return handler(record)
+        except Rejected as rejected:  # stream time may have moved first: that stays, and is told
+            rejected.outcome = self._advanced
+            raise
+        finally:
+            decimal.setcontext(caller)
 
     # -- queries -----------------------------------------------------------------------------
 
