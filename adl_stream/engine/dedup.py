@@ -155,8 +155,12 @@ class SeenIds:
         bucket = self._buckets[where]
         key = _KEY(h)
         segment = ts // SEGMENT_MS
-        if bucket and self._found(bucket, key, id_, segment):
-            return DUPLICATE
+        if bucket:  # _found, inline: most ids are new, their hash not in their bucket
+            i = bucket.find(key)
+            while i >= 0 and i % _RECORD:
+                i = bucket.find(key, i + 1)
+            if i >= 0 and (self._in_segment(id_, segment) or any(self._in_segment(id_, s) for s in self._parts)):
+                return DUPLICATE
         if ts < horizon:
             return LATE
         if segment == self._last:

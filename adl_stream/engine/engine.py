@@ -103,6 +103,7 @@ class Engine:
         self.fund_ids = frozenset(spec.fund_id for spec in self.symbols.values())
         self.book = PositionBook()
         self.wallets = Wallets()
+        self._wallet_accounts = {asset: self.wallets.accounts(asset) for asset in self.assets}
         self.index = RankingIndex(lambda symbol: self.symbols[symbol].settle_asset, self.wallets)
         self.marks: dict[str, tuple[Decimal, int]] = {}
         trigger = trigger or FundExhausted()
@@ -263,8 +264,10 @@ class Engine:
         outcome = Outcome()
         self._advance(fill.ts, outcome)
         asset = spec.settle_asset
-        accounts = self.wallets.accounts(asset)
-        slot = accounts.slot(fill.account_id)
+        accounts = self._wallet_accounts[asset]
+        slot = accounts.slot_of.get(fill.account_id)
+        if slot is None:
+            slot = accounts.slot(fill.account_id)
         account = accounts.ids[slot]  # one string object per account id, whichever record brought it
         position = self.book.open(account, fill.symbol)
         if fill.kind == ADL:
