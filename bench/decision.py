@@ -49,13 +49,16 @@ TRADES_BETWEEN = 10
 class Book:
     """An engine holding the cross-margin book, and the clock and ids that move it."""
 
-    def __init__(self, n: int, seed: int = 1, policy=None) -> None:
+    def __init__(self, n: int, seed: int = 1, policy=None, halfway=None) -> None:
+        """``halfway``, when given, is called once half the pairs have traded (the marginal memory)."""
         self.rng = rng = random.Random(seed)
         self.engine = engine = Engine(SPECS, trigger=FundExhausted(), ranking=policy or PnlLeverage(),
                                       reservation_timeout_ms=3_600_000, dedup_window_ms=86_400_000)
         self.ts, self.ids, self.pairs = START_TS, 0, n // 2
         self.marks = {symbol: Decimal(price) for symbol, price in PRICES.items()}
         for i in range(self.pairs):
+            if i == self.pairs // 2 and halfway is not None:
+                halfway(engine)
             buyer, seller = f"L{i:07d}", f"S{i:07d}"
             for account in (buyer, seller):
                 engine.apply(BalanceUpdate(account, "USDT", Decimal(rng.randint(1_000, 100_000)), self.ts))
@@ -72,8 +75,9 @@ class Book:
 
     def trade(self, symbol: str, buyer: str, seller: str, quantity: Decimal, price: Decimal, kind="TRADE",
               order_id=None) -> int:
-        if self.ids % 4096 == 0:
-            self.engine.changed.clear()  # the processor takes the changes at every commit
+        if self.ids % 4096 == 0:  # the processor takes the changes at every commit
+            self.engine.changed.clear()
+            self.engine.seen.take()
         for account, side in ((buyer, "BUY"), (seller, "SELL")):
             self.ids += 1
             self.engine.apply(Fill(f"f{self.ids}", account, symbol, side, quantity, price, Decimal(0), kind,
@@ -160,12 +164,15 @@ def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
     for n in sizes:
         gc.collect()
         before = rss_bytes()
+        half: list[tuple[int, int]] = []  # (resident set, positions) when half the book is built
         started = time.perf_counter()
-        book = Book(n)
+        book = Book(n, halfway=lambda engine: half.append((rss_bytes(), len(engine.book))))
         built_s = time.perf_counter() - started
         engine = book.engine
         open_positions = sum(1 for p in engine.book if p.quantity != 0)
-        per_position = (rss_bytes() - before) / open_positions
+        grown = rss_bytes()
+        per_position = (grown - before) / open_positions
+        marginal = (grown - half[0][0]) / (len(engine.book) - half[0][1]) if half else per_position
         latencies, orders = decide(book, samples[n])
         updates, t0 = 0, time.perf_counter()
         for i in range(50_000):
@@ -179,6 +186,7 @@ def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
         rows.append({"positions": n, "samples": len(latencies), "p50_ms": p["p50"], "p99_ms": p["p99"],
                      "max_ms": p["max"], "orders_per_shortfall": round(orders / len(latencies), 2),
                      "updates_per_s": round(updates / update_s), "open_positions": open_positions,
-                     "bytes_per_position": round(per_position), "build_s": round(built_s, 1)})
+                     "bytes_per_position": round(per_position),
+                     "marginal_bytes_per_position": round(marginal), "build_s": round(built_s, 1)})
         del engine, book
     return rows

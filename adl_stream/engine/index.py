@@ -54,9 +54,10 @@ from decimal import Decimal
 
 import numpy as np
 
-from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, to_units
+from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, to_units
 from .positions import Position
-from .wallets import Wallet
+from .wallets import Accounts as WalletAccounts
+from .wallets import Wallet, Wallets
 
 #: Equity and PnL terms are integers in units of 2**-16 of the settle asset.
 UNITS = 65536.0
@@ -159,49 +160,38 @@ def _top(scores: np.ndarray, notional: np.ndarray, k: int) -> np.ndarray:
 
 
 def _grown(column: np.ndarray) -> np.ndarray:
-    return np.concatenate([column, np.zeros_like(column)])
+    """``column`` with room for a quarter more rows (not double: less idle memory at every size)."""
+    return np.concatenate([column, np.zeros(len(column) // 4 + 16, dtype=column.dtype)])
 
 
 class _Accounts:
-    """The accounts of one settle asset: a dense slot each, its wallet and its equity in units."""
+    """The accounts of one settle asset: their dense slots are the wallets' (:class:`.wallets.Accounts`,
+    one account map for both); by slot, the wallet and the equity in units."""
 
-    __slots__ = ("slot_of", "wallet", "equity", "wide_wallets", "_n")
+    __slots__ = ("table", "wallet", "equity", "wide_wallets")
 
-    def __init__(self) -> None:
-        self.slot_of: dict[str, int] = {}
-        self.wallet = np.zeros(64, dtype=np.int64)
-        self.equity = np.zeros(64, dtype=np.int64)
+    def __init__(self, table: WalletAccounts) -> None:
+        self.table = table
+        self.wallet = np.zeros(max(64, len(table)), dtype=np.int64)
+        self.equity = np.zeros(len(self.wallet), dtype=np.int64)
         self.wide_wallets: set[str] = set()
-        self._n = 0
 
     def slot(self, account_id: str) -> int:
-        slot = self.slot_of.get(account_id)
-        if slot is None:
-            slot = self.slot_of[account_id] = self._n
-            self._n += 1
-            if slot == len(self.wallet):
-                self.wallet, self.equity = _grown(self.wallet), _grown(self.equity)
+        slot = self.table.slot(account_id)
+        if slot >= len(self.wallet):
+            more = max(slot + 1 - len(self.wallet), len(self.wallet) // 4 + 16)
+            self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
+            self.equity = np.concatenate([self.equity, np.zeros(more, dtype=np.int64)])
         return slot
 
     def slots(self, accounts: list[str]) -> np.ndarray:
-        """:meth:`slot` of each of ``accounts``, the new ones numbered in bulk."""
-        slot_of = self.slot_of
-        if slot_of:
-            new = [account for account in dict.fromkeys(accounts) if account not in slot_of]
-        else:  # (the first accounts of the asset: a restore)
-            new = list(dict.fromkeys(accounts)) if len(set(accounts)) < len(accounts) else accounts
-        if new:
-            start = self._n
-            self._n += len(new)
-            slot_of.update(zip(new, range(start, self._n)))
-            size = len(self.wallet)
-            while size < self._n:
-                size *= 2
-            if size > len(self.wallet):
-                self.wallet, self.equity = (np.concatenate([column, np.zeros(size - len(column), column.dtype)])
-                                            for column in (self.wallet, self.equity))
-        get = slot_of.__getitem__
-        return np.fromiter(map(get, accounts), np.intp, len(accounts))
+        """:meth:`slot` of each of ``accounts``, the columns grown once."""
+        slots = np.fromiter(map(self.table.slot, accounts), np.intp, len(accounts))
+        if len(self.table) > len(self.wallet):
+            more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
+            self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
+            self.equity = np.concatenate([self.equity, np.zeros(more, dtype=np.int64)])
+        return slots
 
     def set_wallets(self, balances: dict[str, int]) -> None:
         """Set the wallets of these accounts (balances in units of 1e-36) and move the differences
@@ -262,7 +252,7 @@ class _Side:
                 free[i] = (size - to_units(reserved, QUANTITY_SCALE)) / QUANTITY_UNIT
             row = position.row
             if row < 0:
-                row = position.row = self._n
+                row = position.row = shared_int(self._n)
                 self._n += 1
                 if row == len(self.q):
                     for name in ("q", "cost", "free", "term", "slot", "blocked"):
@@ -303,9 +293,8 @@ class _Side:
         self.blocked[start:end] = q <= 0
         self.n_blocked += int(np.count_nonzero(q <= 0))
         self.slot[start:end] = self.accounts.slots(accounts)
-        long = self.long
         for row, position in enumerate(positions, start):
-            position.row, position.indexed_long = row, long
+            position.row = shared_int(row)
         self.positions += positions
         self._n = end
         self._view = self._wide = None
@@ -373,14 +362,16 @@ class _Side:
 class RankingIndex:
     """Columns for ranking, maintained from the exact book (see the module docstring)."""
 
-    def __init__(self, asset_of: Callable[[str], str]) -> None:
+    def __init__(self, asset_of: Callable[[str], str], wallets: Wallets | None = None) -> None:
+        """``wallets``: the engine's, whose account slots the index shares (its own when None)."""
         self._asset_of = asset_of
+        self._tables = Wallets() if wallets is None else wallets
         self._accounts: dict[str, _Accounts] = {}
         self._sides: dict[tuple[str, bool], _Side] = {}
         self._sides_of_asset: dict[str, list[_Side]] = {}
         self._marks: dict[str, float] = {}
         self._positions: dict[int, Position] = {}
-        self._wallets: dict[tuple[str, str], Wallet] = {}
+        self._wallets: dict[tuple[str, str], int] = {}
 
     # -- what the engine tells it ------------------------------------------------------------
 
@@ -390,7 +381,11 @@ class RankingIndex:
             self.flush()
 
     def wallet_changed(self, account_id: str, asset: str, wallet: Wallet) -> None:
-        self._wallets[(account_id, asset)] = wallet
+        self.balance_changed(account_id, asset, wallet.units)
+
+    def balance_changed(self, account_id: str, asset: str, units: int) -> None:
+        """The wallet's balance is now ``units`` (of 1e-36)."""
+        self._wallets[(account_id, asset)] = units
         if len(self._wallets) >= FLUSH_AT:
             self.flush()
 
@@ -436,7 +431,7 @@ class RankingIndex:
     def _accounts_of(self, asset: str) -> _Accounts:
         accounts = self._accounts.get(asset)
         if accounts is None:
-            accounts = self._accounts[asset] = _Accounts()
+            accounts = self._accounts[asset] = _Accounts(self._tables.accounts(asset))
         return accounts
 
     def _side(self, symbol: str, long: bool) -> _Side:
@@ -452,20 +447,23 @@ class RankingIndex:
         if self._wallets:
             wallets, self._wallets = self._wallets, {}
             by_asset: dict[str, dict[str, int]] = {}
-            for (account_id, asset), wallet in wallets.items():
-                by_asset.setdefault(asset, {})[account_id] = wallet.units
+            for (account_id, asset), units in wallets.items():
+                by_asset.setdefault(asset, {})[account_id] = units
             for asset, balances in by_asset.items():
                 self._accounts_of(asset).set_wallets(balances)
         if self._positions:
             positions, self._positions = self._positions, {}
             by_side: dict[tuple[str, bool], list[Position]] = {}
+            sides = self._sides
             for position in positions.values():
-                quantity = position.q
-                if position.row >= 0 and (quantity == 0 or (quantity > 0) != position.indexed_long):
-                    self._side(position.symbol, position.indexed_long).remove(position)
+                quantity, row = position.q, position.row
+                if row >= 0:  # indexed: on the long side if that side holds it at its row
+                    longs = sides.get((position.symbol, True))
+                    indexed_long = longs is not None and row < longs._n and longs.positions[row] is position
+                    if quantity == 0 or (quantity > 0) != indexed_long:
+                        sides[(position.symbol, indexed_long)].remove(position)
                 if quantity != 0:
-                    position.indexed_long = long = quantity > 0
-                    by_side.setdefault((position.symbol, long), []).append(position)
+                    by_side.setdefault((position.symbol, quantity > 0), []).append(position)
             for (symbol, long), changed in by_side.items():
                 self._side(symbol, long).put(changed)
 

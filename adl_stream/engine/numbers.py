@@ -76,6 +76,20 @@ def prorate_units(total: int, part: int, whole: int) -> int:
     return quotient
 
 
+_INTS: list[int] = list(range(1024))
+
+
+def shared_int(n: int) -> int:
+    """The one ``int`` object of value ``n >= 0`` that every index row and account slot holds
+    (README, "Lean positions"): beyond 256 each Python integer is an object of 32 B, and a position
+    keeps its row, an account map its slot; the same row of every side and the same slot of every
+    asset share one object instead of one each. A cache of immutable values: nothing else."""
+    ints = _INTS
+    if n >= len(ints):
+        ints.extend(range(len(ints), n + n // 4 + 1024))
+    return ints[n]
+
+
 def rounded_to_wire(value: Decimal) -> Decimal:
     """``value`` rounded half-even to the wire scale: for a figure that is a product of wire values
     and only reported (a decision's total haircut), never for a quantity or a balance."""

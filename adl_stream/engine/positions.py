@@ -17,9 +17,10 @@ from .numbers import MONEY_SCALE, QUANTITY_SCALE, ZERO, of_units, prorate_units,
 class Position:
     """One open position. The exact values are scaled integers (:mod:`.numbers`): ``q`` the signed
     quantity in units of 1e-18, ``c`` the signed cost basis in units of 1e-36; ``quantity`` and
-    ``cost`` give them as ``Decimal``. Eight slots and two integers: no dict, no ``Decimal`` held."""
+    ``cost`` give them as ``Decimal``. Seven slots and two integers: no dict, no ``Decimal`` held (the
+    side it is indexed on is the side whose row ``row`` holds it, :mod:`.index`)."""
 
-    __slots__ = ("account_id", "symbol", "q", "c", "reserved", "row", "indexed_long", "light")
+    __slots__ = ("account_id", "symbol", "q", "c", "reserved", "row", "light")
 
     def __init__(self, account_id: str, symbol: str, quantity: Decimal = ZERO, cost: Decimal = ZERO,
                  reserved: Decimal = ZERO) -> None:
@@ -33,8 +34,6 @@ class Position:
         """Quantity held by ADL orders emitted and not yet filled or expired."""
         self.row = -1
         """Its row in the ranking index (:mod:`.index`), -1 when not indexed."""
-        self.indexed_long = False
-        """The side it is indexed on."""
         self.light = 0
         """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
 
@@ -43,7 +42,7 @@ class Position:
         """A position from its exact values in units (as a restore reads them), nothing reserved."""
         position = cls.__new__(cls)
         position.account_id, position.symbol, position.q, position.c = account_id, symbol, q, c
-        position.reserved, position.row, position.indexed_long, position.light = ZERO, -1, False, 0
+        position.reserved, position.row, position.light = ZERO, -1, 0
         return position
 
     def __repr__(self) -> str:

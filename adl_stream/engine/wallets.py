@@ -4,19 +4,37 @@ A BalanceUpdate sets the wallet absolutely as of its ``ts`` (one not newer than 
 ignored). Realized PnL and fees of fills *after* that ``ts`` are applied on top; those at or before
 it are already in it. A wallet remembers the fills applied after its ``as_of``, so a balance that
 arrives after a later fill keeps that fill's PnL instead of wiping it.
+
+Folding (README, "Lean positions"): a balance more than ``max_lateness_ms`` behind stream time is
+rejected as ``late_event`` (:class:`~adl_stream.engine.engine.Engine`), so every balance accepted
+from now on has ``ts >= horizon = stream_time - max_lateness_ms``; a fill at or before the horizon
+is then already in any balance that can still arrive, and no balance will ever keep it. When a fill
+is added, the fills at the head of ``after`` that are at or before the horizon are dropped (their
+amounts stay in the balance): ``after`` holds the fills of about ``max_lateness_ms``, not every
+fill since the last balance. Dropping them changes no balance that any input can produce.
+
+Storage (README, "Lean positions"): no object per wallet. The accounts of one settle asset have
+dense *slots* (:class:`Accounts`), shared with the ranking index's columns (:mod:`.index`), and a
+wallet is a slot's entries in three columns: the balance, its ``as_of``, and (only while there are
+some) the fills after it. :class:`Wallet` is the value that :meth:`Wallets.get` returns and
+:meth:`Wallets.put` takes.
 """
 
 from __future__ import annotations
 
+from array import array
 from decimal import Decimal
 
-from .numbers import MONEY_SCALE, ZERO, of_units, to_units
+from .numbers import MONEY_SCALE, ZERO, of_units, shared_int, to_units
+
+NO_WALLET = -(1 << 63)
+"""``as_of`` of a slot whose account has no wallet in the asset (a slot the index made first)."""
 
 
 class Wallet:
-    """A wallet: ``units`` its balance in integer units of 1e-36 (:mod:`.numbers`), ``balance`` the
-    same as a ``Decimal``; ``after`` the (ts, amount in units) of the fills applied after ``as_of``,
-    None while there is none."""
+    """A wallet's value: ``units`` its balance in integer units of 1e-36 (:mod:`.numbers`),
+    ``balance`` the same as a ``Decimal``; ``after`` the (ts, amount in units) of the fills applied
+    after ``as_of``, None while there is none."""
 
     __slots__ = ("units", "as_of", "after")
 
@@ -25,13 +43,6 @@ class Wallet:
         self.units = to_units(balance, MONEY_SCALE) if balance else 0
         self.as_of = as_of
         self.after = [(ts, to_units(amount, MONEY_SCALE)) for ts, amount in after] if after else None
-
-    @classmethod
-    def of_units(cls, units: int, as_of: int, after: tuple[tuple[int, int], ...] = ()) -> Wallet:
-        """A wallet from its exact values in units (as :class:`.state.Entities` holds them)."""
-        wallet = cls.__new__(cls)
-        wallet.units, wallet.as_of, wallet.after = units, as_of, list(after) or None
-        return wallet
 
     def __repr__(self) -> str:
         return f"Wallet(balance={self.balance}, as_of={self.as_of}, after={self.amounts_after()})"
@@ -52,70 +63,142 @@ class Wallet:
         return tuple((ts, of_units(amount, MONEY_SCALE)) for ts, amount in self.after or ())
 
 
+class Accounts:
+    """The accounts of one settle asset by dense slot, and their wallets as columns by slot:
+    ``units`` the balance (integers of 1e-36), ``as_of`` (:data:`NO_WALLET` for none), ``after``
+    (slot -> the fills after ``as_of``, only for the wallets that have some). ``ids`` gives the one
+    string object of each account id that the book and the index hold."""
+
+    __slots__ = ("slot_of", "ids", "units", "as_of", "after")
+
+    def __init__(self) -> None:
+        self.slot_of: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.units: list[int] = []
+        self.as_of = array("q")
+        self.after: dict[int, list[tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slot(self, account_id: str) -> int:
+        slot = self.slot_of.get(account_id)
+        if slot is None:
+            slot = self.slot_of[account_id] = shared_int(len(self.ids))
+            self.ids.append(account_id)
+            self.units.append(0)
+            self.as_of.append(NO_WALLET)
+        return slot
+
+    def apply_fill(self, slot: int, amount: int, ts: int, horizon: int | None = None) -> int | None:
+        """:meth:`Wallets.apply_fill` for the account in ``slot``."""
+        as_of = self.as_of[slot]
+        if as_of == NO_WALLET:
+            self.as_of[slot] = as_of = -1
+        if ts <= as_of or not amount:
+            return None
+        self.units[slot] = units = self.units[slot] + amount
+        after = self.after.get(slot)
+        if after is None:
+            self.after[slot] = [(ts, amount)]
+            return units
+        if horizon is not None and after[0][0] <= horizon:
+            folded, n = 1, len(after)
+            while folded < n and after[folded][0] <= horizon:
+                folded += 1
+            del after[:folded]
+        after.append((ts, amount))
+        return units
+
+    def wallet(self, slot: int) -> Wallet | None:
+        as_of = self.as_of[slot]
+        if as_of == NO_WALLET:
+            return None
+        wallet = Wallet(ZERO, as_of)
+        wallet.units = self.units[slot]
+        after = self.after.get(slot)
+        wallet.after = list(after) if after else None
+        return wallet
+
+
 class Wallets:
     """Wallets by settle asset, then account."""
 
-    __slots__ = ("_wallets",)
+    __slots__ = ("_assets",)
 
     def __init__(self) -> None:
-        self._wallets: dict[str, dict[str, Wallet]] = {}
+        self._assets: dict[str, Accounts] = {}
+
+    def accounts(self, asset: str) -> Accounts:
+        """The accounts of ``asset`` (made empty on first use): the index shares their slots."""
+        accounts = self._assets.get(asset)
+        if accounts is None:
+            accounts = self._assets[asset] = Accounts()
+        return accounts
+
+    def account(self, account_id: str, asset: str) -> str:
+        """The string object that stands for ``account_id`` wherever the engine keeps it (the first
+        one seen in ``asset``): one copy of each id, whichever record object brought it."""
+        accounts = self.accounts(asset)
+        return accounts.ids[accounts.slot(account_id)]
 
     def balance(self, account_id: str, asset: str) -> Decimal:
-        wallet = self.get(account_id, asset)
-        return wallet.balance if wallet else ZERO
+        accounts = self._assets.get(asset)
+        slot = None if accounts is None else accounts.slot_of.get(account_id)
+        return ZERO if slot is None else of_units(accounts.units[slot], MONEY_SCALE)
 
     def items(self):
         """((account_id, asset), wallet) of every wallet, by asset, then account in arrival order."""
-        for asset, of_asset in self._wallets.items():
-            for account_id, wallet in of_asset.items():
-                yield (account_id, asset), wallet
+        for asset, accounts in self._assets.items():
+            for account_id, slot in accounts.slot_of.items():
+                wallet = accounts.wallet(slot)
+                if wallet is not None:
+                    yield (account_id, asset), wallet
 
     def get(self, account_id: str, asset: str) -> Wallet | None:
-        of_asset = self._wallets.get(asset)
-        return None if of_asset is None else of_asset.get(account_id)
-
-    def _open(self, account_id: str, asset: str) -> Wallet:
-        of_asset = self._wallets.get(asset)
-        if of_asset is None:
-            of_asset = self._wallets[asset] = {}
-        wallet = of_asset.get(account_id)
-        if wallet is None:
-            wallet = of_asset[account_id] = Wallet()
-        return wallet
+        """The wallet's value now (a copy: changing it changes nothing held)."""
+        accounts = self._assets.get(asset)
+        slot = None if accounts is None else accounts.slot_of.get(account_id)
+        return None if slot is None else accounts.wallet(slot)
 
     def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
-        """Add wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk)."""
-        of_units = Wallet.of_units
+        """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk)."""
         for (account_id, asset), (units, as_of, after) in wallets.items():
-            of_asset = self._wallets.get(asset)
-            if of_asset is None:
-                of_asset = self._wallets[asset] = {}
-            of_asset[account_id] = of_units(units, as_of, after)
+            accounts = self.accounts(asset)
+            slot = accounts.slot(account_id)
+            accounts.units[slot], accounts.as_of[slot] = units, as_of
+            if after:
+                accounts.after[slot] = list(after)
 
     def put(self, account_id: str, asset: str, wallet: Wallet) -> None:
         """Set a wallet as a whole (restoring state)."""
-        self._wallets.setdefault(asset, {})[account_id] = wallet
+        accounts = self.accounts(asset)
+        slot = accounts.slot(account_id)
+        accounts.units[slot], accounts.as_of[slot] = wallet.units, wallet.as_of
+        if wallet.after:
+            accounts.after[slot] = list(wallet.after)
+        else:
+            accounts.after.pop(slot, None)
 
-    def set_balance(self, account_id: str, asset: str, balance: int, ts: int) -> Wallet | None:
-        """Apply an absolute balance (in units of 1e-36); the wallet, or None (ignored) when not newer
-        than the one held."""
-        wallet = self._open(account_id, asset)
-        if ts <= wallet.as_of:
+    def set_balance(self, account_id: str, asset: str, balance: int, ts: int) -> int | None:
+        """Apply an absolute balance (in units of 1e-36); the balance now (units), or None (ignored)
+        when not newer than the one held."""
+        accounts = self.accounts(asset)
+        slot = accounts.slot(account_id)
+        if ts <= accounts.as_of[slot]:  # NO_WALLET is below every ts
             return None
-        kept = [(t, amount) for t, amount in wallet.after or () if t > ts]
-        wallet.after = kept or None
-        wallet.units = balance + sum(amount for _, amount in kept)
-        wallet.as_of = ts
-        return wallet
+        after = accounts.after.pop(slot, None)
+        kept = [(t, amount) for t, amount in after if t > ts] if after else None
+        if kept:
+            accounts.after[slot] = kept
+            balance += sum(amount for _, amount in kept)
+        accounts.units[slot], accounts.as_of[slot] = balance, ts
+        return balance
 
-    def apply_fill(self, account_id: str, asset: str, amount: int, ts: int) -> Wallet | None:
+    def apply_fill(self, account_id: str, asset: str, amount: int, ts: int, horizon: int | None = None) -> int | None:
         """Add a fill's realized PnL minus fee (in units of 1e-36), unless the last balance already
-        includes it; the wallet when its balance moved."""
-        wallet = self._open(account_id, asset)
-        if ts > wallet.as_of and amount:
-            wallet.units += amount
-            if wallet.after is None:
-                wallet.after = []
-            wallet.after.append((ts, amount))
-            return wallet
-        return None
+        includes it; the balance now (units) when it moved, else None. ``horizon``: no balance at or
+        before it can be accepted any more, so the fills at the head of ``after`` at or before it are
+        folded (module docstring)."""
+        accounts = self.accounts(asset)
+        return accounts.apply_fill(accounts.slot(account_id), amount, ts, horizon)

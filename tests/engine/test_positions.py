@@ -167,7 +167,7 @@ def test_the_book_holds_scaled_integers_and_refuses_what_the_wire_cannot_carry()
     position, wallet = engine.book.get("A", "BTCUSDT"), engine.wallets.get("A", "USDT")
     assert (position.q, position.c) == (15 * 10**17, 150000000000000000001500000000000000000)
     assert (position.quantity, position.cost) == (D("1.5"), D("150.0000000000000000015"))
-    assert wallet.units == 100025 * 10**34 and wallet.balance == D("1000.25")
+    assert wallet.units == 100025 * 10**34 and wallet.balance == D("1000.25")  # a copy of the wallet: read again below
     for record, reason in [
         (sc.Fill("x2", "A", "BTCUSDT", "BUY", D("0.0000000000000000001"), D(100), D(0), "TRADE", None, 3_000),
          "invalid_quantity"),
@@ -178,4 +178,5 @@ def test_the_book_holds_scaled_integers_and_refuses_what_the_wire_cannot_carry()
         with pytest.raises(Rejected) as info:
             engine.apply(record)
         assert info.value.reason == reason
+    wallet = engine.wallets.get("A", "USDT")
     assert (position.q, wallet.units, engine.stream_time) == (15 * 10**17, 100025 * 10**34, 2_000)
