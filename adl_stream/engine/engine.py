@@ -268,8 +268,10 @@ class Engine:
         slot = accounts.slot_of.get(fill.account_id)
         if slot is None:
             slot = accounts.slot(fill.account_id)
-        account = accounts.ids[slot]  # one string object per account id, whichever record brought it
-        position = self.book.open(account, fill.symbol)
+        position = self.book.get(fill.account_id, fill.symbol)
+        if position is None:  # held under one string object per account id, whichever record brought it
+            position = self.book.open(accounts.ids[slot], fill.symbol)
+        account = position.account_id
         if fill.kind == ADL:
             self.reservations.release(fill.adl_order_id, fill.account_id, fill.quantity)
         realized = position.apply_units(quantity if fill.side == BUY else -quantity, price)

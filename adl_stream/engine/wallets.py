@@ -66,7 +66,7 @@ class Wallet:
 class Accounts:
     """The accounts of one settle asset by dense slot, and their wallets as columns by slot:
     ``units`` the balance (integers of 1e-36), ``as_of`` (:data:`NO_WALLET` for none), ``after``
-    (slot -> the fills after ``as_of``, only for the wallets that have some). ``ids`` gives the one
+    (by slot, the fills after ``as_of``, None for none). ``ids`` gives the one
     string object of each account id that the book and the index hold."""
 
     __slots__ = ("slot_of", "ids", "units", "as_of", "after")
@@ -76,7 +76,7 @@ class Accounts:
         self.ids: list[str] = []
         self.units: list[int] = []
         self.as_of = array("q")
-        self.after: dict[int, list[tuple[int, int]]] = {}
+        self.after: list[list[tuple[int, int]] | None] = []
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,6 +88,7 @@ class Accounts:
             self.ids.append(account_id)
             self.units.append(0)
             self.as_of.append(NO_WALLET)
+            self.after.append(None)
         return slot
 
     def apply_fill(self, slot: int, amount: int, ts: int, horizon: int | None = None) -> int | None:
@@ -98,7 +99,7 @@ class Accounts:
         if ts <= as_of or not amount:
             return None
         self.units[slot] = units = self.units[slot] + amount
-        after = self.after.get(slot)
+        after = self.after[slot]
         if after is None:
             self.after[slot] = [(ts, amount)]
             return units
@@ -116,7 +117,7 @@ class Accounts:
             return None
         wallet = Wallet(ZERO, as_of)
         wallet.units = self.units[slot]
-        after = self.after.get(slot)
+        after = self.after[slot]
         wallet.after = list(after) if after else None
         return wallet
 
@@ -175,10 +176,7 @@ class Wallets:
         accounts = self.accounts(asset)
         slot = accounts.slot(account_id)
         accounts.units[slot], accounts.as_of[slot] = wallet.units, wallet.as_of
-        if wallet.after:
-            accounts.after[slot] = list(wallet.after)
-        else:
-            accounts.after.pop(slot, None)
+        accounts.after[slot] = list(wallet.after) if wallet.after else None
 
     def set_balance(self, account_id: str, asset: str, balance: int, ts: int) -> int | None:
         """Apply an absolute balance (in units of 1e-36); the balance now (units), or None (ignored)
@@ -187,10 +185,10 @@ class Wallets:
         slot = accounts.slot(account_id)
         if ts <= accounts.as_of[slot]:  # NO_WALLET is below every ts
             return None
-        after = accounts.after.pop(slot, None)
+        after = accounts.after[slot]
         kept = [(t, amount) for t, amount in after if t > ts] if after else None
+        accounts.after[slot] = kept or None
         if kept:
-            accounts.after[slot] = kept
             balance += sum(amount for _, amount in kept)
         accounts.units[slot], accounts.as_of[slot] = balance, ts
         return balance
