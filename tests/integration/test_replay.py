@@ -82,7 +82,7 @@ def live_outputs(settings, decisions: int) -> tuple[dict, dict]:
     for topic, cls, id_field, expect in ((settings.topics.adl_decisions, ShortfallDecision, "event_id", decisions),
                                          (settings.topics.adl_orders, AdlOrder, "order_id", 1)):
         by_id = {}
-        for message in read_topic(settings, topic, expect, settle=1):
+        for message in read_topic(settings, topic, expect, timeout=60, settle=1):  # (a loaded CI machine)
             record = _plain(CODEC.decode(message.value(), cls))
             assert by_id.setdefault(record[id_field], record) == record, f"{record[id_field]} with two contents"
         out.append(by_id)
