@@ -279,9 +279,7 @@ class _Side:
         (as :meth:`put` computes them) and their accounts, in bulk."""
         n, start = len(positions), self._n
         end = start + n
-        size = len(self.q)
-        while size < end:
-            size *= 2
+        size = max(len(self.q), end + end // 4)  # a quarter's room, as the columns grow (_grown)
         if size > len(self.q):
             for name in ("q", "cost", "free", "term", "slot", "blocked"):
                 column = getattr(self, name)

@@ -206,7 +206,7 @@ def fold(messages: Iterable, restored: RestoredTask | None = None) -> RestoredTa
         txn = headers.get(TXN_HEADER)
         if message.key().startswith(MARKER_PREFIX):
             for record in pending.pop(txn, ()):
-                _apply(restored, record)
+                _apply(restored, *record)
             restored.offsets = decode_marker(message.value())
             restored.seq = int(headers.get(SEQ_HEADER, b"-1")) + 1
             snapshot = headers.get(SNAPSHOT_HEADER)
@@ -215,7 +215,7 @@ def fold(messages: Iterable, restored: RestoredTask | None = None) -> RestoredTa
             restored.discarded += sum(len(records) for records in pending.values())
             pending.clear()
         else:
-            pending.setdefault(txn, []).append(message)
+            pending.setdefault(txn, []).append((message, headers))
     restored.discarded += sum(len(records) for records in pending.values())
     return restored
 
@@ -227,13 +227,13 @@ def _of(entities: dict[str, Entities], asset: str) -> Entities:
     return held
 
 
-def _apply(restored: RestoredTask, message) -> None:
+def _apply(restored: RestoredTask, message, headers: dict) -> None:
     value, entities = message.value(), restored.entities
     if value is None:
         if not message.key().startswith(SNAPSHOT_PREFIX):  # (a snapshot's tombstone holds nothing)
             asset, *key = json.loads(message.key())  # format 1: an entity gone
             _of(entities, asset).drop(tuple(key))
-    elif _headers(message).get(BATCH_HEADER) == entity_batch.FORMAT:
+    elif headers.get(BATCH_HEADER) == entity_batch.FORMAT:
         entity_batch.decode(value, entities)
     elif message.key().startswith(SNAPSHOT_PREFIX):  # format 1
         for asset, key, typed in decode_chunk(value):
