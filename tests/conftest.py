@@ -131,19 +131,21 @@ def security(settings: Settings) -> dict:
     return {k: v for k, v in settings.kafka.items() if k.startswith(("security.", "ssl.", "sasl."))}
 
 
-def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0, settle: float = 0.5,
-               identity=None):
-    """Every message of ``topic`` (read_committed), waiting for at least ``expect`` of them (of
-    distinct ``identity(message)`` when given), then ``settle`` seconds more to catch any extra."""
+def read_topic(settings: Settings, topic: str | tuple[str, ...], expect: int, timeout: float = 20.0,
+               settle: float = 0.5, identity=None):
+    """Every message of ``topic`` (or of each of several, read_committed), waiting for at least
+    ``expect`` of them (of distinct ``identity(message)`` other than None when given), then
+    ``settle`` seconds more to catch any extra."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False, **security(settings)})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    topics = (topic,) if isinstance(topic, str) else topic
+    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(PARTITIONS)])
     messages, deadline, settled_at = [], time.monotonic() + timeout, None
     try:
         while time.monotonic() < deadline:
             batch = consumer.consume(1000, 0.1)
             messages += [m for m in batch if m.error() is None]
-            if len({identity(m) for m in messages} if identity else messages) >= expect:
+            if len({identity(m) for m in messages} - {None} if identity else messages) >= expect:
                 settled_at = settled_at or time.monotonic() + settle
                 if time.monotonic() >= settled_at:
                     break

@@ -24,9 +24,9 @@ codec = Codec()
 STAGES = [sc.SETUP, [sc.E1], [sc.LIQ], [sc.E2], [sc.E3, sc.E2], sc.ADL_FILLS, [sc.E4]]
 
 
-def run_scenario(feed, running, stages=STAGES):
-    """Send ``stages`` one by one, each once the processor has handled the ones before."""
-    handled = 0
+def run_scenario(feed, running, stages=STAGES, handled: int = 0):
+    """Send ``stages`` one by one, each once the processor has handled the ones before (and the
+    ``handled`` records sent earlier)."""
     for stage in stages:
         feed.send(*stage)
         handled += len(stage)
