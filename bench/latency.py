@@ -19,7 +19,7 @@ to its producer; ``CLOCK_MONOTONIC`` is one clock for every process of the machi
 adds what happens before ``consume()`` returns: the producer's linger, the broker, the fetch, and
 the wait inside ``consume()`` for its batch.
 
-Three steps, on the embedded broker, over the soak's market (``bench/soak.py``: the simulator's
+Two steps (three runs), on the embedded broker, over the soak's market (``bench/soak.py``: the simulator's
 crash, which reaches ADL, again and again with new ids, each pass ending where it began):
 
 1. **backlog**: ``--latency-backlog`` records of it are published first, then a processor starts
@@ -27,10 +27,12 @@ crash, which reaches ADL, again and again with new ids, each pass ending where i
    transactions' sizes and how long each stayed open are reported;
 2. **paced**: a new processor on fresh topics, running, is fed the same market at half that
    throughput by a steady producer (records due by now sent every 2 ms) for
-   ``--latency-seconds``: the latency percentiles (target p99 <= 100 ms), shortfalls and orders.
+   ``--latency-seconds``: the latency percentiles (target p99 <= 100 ms), shortfalls and orders;
+   then again with :data:`QUICK_FETCH` on the processor's clients (``paced_fetch_wait_10ms``).
 
-Both report where the loop's time went (``stages``: seconds in consume, routing, draining the
-merges (applying), writing the changelog and the commit call).
+Each run reports where the loop's time went (``stages_s``: seconds in consume and the rest,
+routing, draining the merges (applying), writing the changelog and the commit call), the
+garbage collections, and the p99 per tenth of the run.
 """
 
 from __future__ import annotations
