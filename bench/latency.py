@@ -19,7 +19,7 @@ to its producer; ``CLOCK_MONOTONIC`` is one clock for every process of the machi
 adds what happens before ``consume()`` returns: the producer's linger, the broker, the fetch, and
 the wait inside ``consume()`` for its batch.
 
-Three steps, on the embedded broker, over the soak's market (``bench/soak.py``: the simulator's
+Two steps (three runs), on the embedded broker, over the soak's market (``bench/soak.py``: the simulator's
 crash, which reaches ADL, again and again with new ids, each pass ending where it began):
 
 1. **backlog**: ``--latency-backlog`` records of it are published first, then a processor starts
@@ -27,10 +27,12 @@ crash, which reaches ADL, again and again with new ids, each pass ending where i
    transactions' sizes and how long each stayed open are reported;
 2. **paced**: a new processor on fresh topics, running, is fed the same market at half that
    throughput by a steady producer (records due by now sent every 2 ms) for
-   ``--latency-seconds``: the latency percentiles (target p99 <= 100 ms), shortfalls and orders.
+   ``--latency-seconds``: the latency percentiles (target p99 <= 100 ms), shortfalls and orders;
+   then again with :data:`QUICK_FETCH` on the processor's clients (``paced_fetch_wait_10ms``).
 
-Both report where the loop's time went (``stages``: seconds in consume, routing, draining the
-merges (applying), writing the changelog and the commit call).
+Each run reports where the loop's time went (``stages_s``: seconds in consume and the rest,
+routing, draining the merges (applying), writing the changelog and the commit call), the
+garbage collections, and the p99 per tenth of the run.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class Probe:
 
     decided: dict[str, list[float]] = field(default_factory=dict)  # event id -> [consumed, applied, committed]
     pending: list[str] = field(default_factory=list)  # decided, in the open transaction
-    transactions: list[tuple[int, int, float, float]] = field(default_factory=list)  # records, produced, open s, call s
+    #: per transaction: records applied, records produced (outputs, changelog), seconds open, seconds
+    #: of the commit call, seconds writing the changelog, when it committed (monotonic)
+    transactions: list[tuple[int, int, float, float, float, float]] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("loop", "route", "drain", "changelog", "commit_call", "commit_rest"), 0.0))
     abandoned: int = 0
@@ -147,7 +151,7 @@ def attach(processor: Processor) -> Probe:
         stages["commit_rest"] += time.perf_counter() - started - call - changelog
         produced = checkpoint_pending[0]
         if records or produced:
-            probe.transactions.append((records, produced, visible[0] - opened, call))
+            probe.transactions.append((records, produced, visible[0] - opened, call, changelog, visible[0]))
         for event_id in probe.pending:
             probe.decided[event_id].append(visible[0])
         probe.pending.clear()
@@ -192,11 +196,27 @@ def summary(probe: Probe, processor: Processor, seconds: float) -> dict:
     out.update({f"{k}_ms": v for k, v in percentiles(consumed).items()} if consumed else {})
     out["applied_to_committed_ms"] = percentiles(probe.samples_ms(1, 2)) if consumed else {}
     out["consumed_to_applied_ms"] = percentiles(probe.samples_ms(0, 1)) if consumed else {}
+    committed = sorted((times[0], (times[2] - times[0]) * 1000) for times in probe.decided.values() if len(times) == 3)
+    if committed:  # the p99 of each tenth of the run, by consumed time: does it grow as the state does?
+        start, span = committed[0][0], committed[-1][0] - committed[0][0] or 1.0
+        tenths: list[list[float]] = [[] for _ in range(10)]
+        for at, ms in committed:
+            tenths[min(9, int((at - start) / span * 10))].append(ms)
+        out["p99_ms_by_tenth"] = [percentiles(t)["p99"] if t else None for t in tenths]
     sizes = [t[0] for t in probe.transactions]
     if sizes:
         out["transactions"] = {"count": len(sizes), "records": sum(sizes), "records_mean": round(sum(sizes) / len(sizes)),
                                "records_max": max(sizes), "open_ms": percentiles([t[2] * 1000 for t in probe.transactions])}
         out["transactions"]["commit_call_ms"] = percentiles([t[3] * 1000 for t in probe.transactions])
+        first, span = probe.transactions[0][5], probe.transactions[-1][5] - probe.transactions[0][5] or 1.0
+        tenths: list[list[tuple]] = [[] for _ in range(10)]
+        for t in probe.transactions:
+            tenths[min(9, int((t[5] - first) / span * 10))].append(t)
+        # per tenth of the run: records produced per record applied, and changelog ms per record applied
+        out["transactions"]["produced_per_record_by_tenth"] = [
+            round(sum(t[1] for t in part) / max(1, sum(t[0] for t in part)), 2) for part in tenths]
+        out["transactions"]["changelog_us_per_record_by_tenth"] = [
+            round(sum(t[4] for t in part) * 1e6 / max(1, sum(t[0] for t in part)), 1) for part in tenths]
     loop = probe.stages["loop"]
     inner = sum(v for k, v in probe.stages.items() if k in ("route", "drain", "changelog", "commit_call", "commit_rest"))
     out["stages_s"] = {"consume_and_rest": round(loop - inner, 3),

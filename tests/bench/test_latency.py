@@ -37,6 +37,8 @@ def test_backlog_one_sample_per_shortfall_every_record_in_one_transaction(broker
     assert out["transactions"]["records"] == out["records"] == len(records)  # every record in exactly one
     assert out["transactions"]["records_max"] <= settings.batch_size
     assert out["orders"] > 0 and out["abandoned_batches"] == 0
+    tenths = [v for v in out["p99_ms_by_tenth"] if v is not None]
+    assert len(out["p99_ms_by_tenth"]) == 10 and tenths and max(tenths) <= out["max_ms"]
 
 
 def test_paced_feed_keeps_its_rate_and_every_decision_is_of_a_shortfall_it_sent(broker):
