@@ -12,7 +12,8 @@ decision's ADL orders are filled on both sides. The latency is ``Engine.apply`` 
 record, decision and orders included (and the index catching up with what moved).
 
 The update rate is fills and marks (one mark per hundred fills) through ``Engine.apply`` with the
-index maintained, its catching up included. Memory is the growth of the process's resident set
+index maintained, its catching up included; the records are built before the clock starts, as a
+processor's decoder hands them over. Memory is the growth of the process's resident set
 while the book is built, per open position: it counts the wallets, the de-duplicated fill ids and
 the index's columns that come with the positions.
 """
@@ -54,7 +55,7 @@ class Book:
         self.rng = rng = random.Random(seed)
         self.engine = engine = Engine(SPECS, trigger=FundExhausted(), ranking=policy or PnlLeverage(),
                                       reservation_timeout_ms=3_600_000, dedup_window_ms=86_400_000)
-        self.ts, self.ids, self.pairs = START_TS, 0, n // 2
+        self.ts, self.ids, self.applied, self.pairs = START_TS, 0, 0, n // 2
         self.marks = {symbol: Decimal(price) for symbol, price in PRICES.items()}
         for i in range(self.pairs):
             if i == self.pairs // 2 and halfway is not None:
@@ -73,27 +74,53 @@ class Book:
         for symbol, mark in self.marks.items():
             engine.apply(MarkPrice(symbol, mark, self.ts))
 
-    def trade(self, symbol: str, buyer: str, seller: str, quantity: Decimal, price: Decimal, kind="TRADE",
-              order_id=None) -> int:
-        if self.ids % 4096 == 0:  # the processor takes the changes at every commit
-            self.engine.changed.clear()
-            self.engine.seen.take()
+    def fills(self, symbol: str, buyer: str, seller: str, quantity: Decimal, price: Decimal, kind="TRADE",
+              order_id=None) -> list[Fill]:
+        """Both sides of a trade, not applied."""
+        fills = []
         for account, side in ((buyer, "BUY"), (seller, "SELL")):
             self.ids += 1
-            self.engine.apply(Fill(f"f{self.ids}", account, symbol, side, quantity, price, Decimal(0), kind,
-                                   order_id, self.ts))
-        return 2
+            fills.append(Fill(f"f{self.ids}", account, symbol, side, quantity, price, Decimal(0), kind, order_id,
+                              self.ts))
+        return fills
 
-    def move(self, symbol: str) -> int:
-        """A mark move of up to 0.1 % (a random walk)."""
+    def apply(self, record) -> None:
+        self.applied += 1
+        if self.applied % 4096 == 0:  # the processor takes the changes at every commit
+            self.engine.changed.clear()
+            self.engine.seen.take()
+        self.engine.apply(record)
+
+    def trade(self, *args, **kwargs) -> None:
+        for fill in self.fills(*args, **kwargs):
+            self.apply(fill)
+
+    def mark(self, symbol: str) -> MarkPrice:
+        """A mark move of up to 0.1 % (a random walk), not applied."""
         mark = self.marks[symbol]
         self.marks[symbol] = mark = (mark * Decimal(1 + self.rng.uniform(-0.001, 0.001))).quantize(Decimal("0.01"))
-        self.engine.apply(MarkPrice(symbol, mark, self.ts))
-        return 1
+        return MarkPrice(symbol, mark, self.ts)
 
-    def random_trade(self) -> int:
+    def move(self, symbol: str) -> None:
+        self.engine.apply(self.mark(symbol))
+
+    def random_fills(self) -> list[Fill]:
         i = self.rng.randrange(self.pairs)
-        return self.trade(SYMBOL, f"L{i:07d}", f"S{i:07d}", Decimal("0.001"), self.marks[SYMBOL])
+        return self.fills(SYMBOL, f"L{i:07d}", f"S{i:07d}", Decimal("0.001"), self.marks[SYMBOL])
+
+    def random_trade(self) -> None:
+        for fill in self.random_fills():
+            self.apply(fill)
+
+    def updates(self, trades: int) -> list:
+        """``trades`` random trades with a mark move every 50 (one other symbol's in two), not applied."""
+        records = []
+        for i in range(trades):
+            records += self.random_fills()
+            if i % 50 == 0:
+                self.ts += 1
+                records.append(self.mark(SYMBOL if i % 100 else OTHERS[i // 100 % len(OTHERS)]))
+        return records
 
 
 def decide(book: Book, samples: int) -> tuple[list[float], int]:
@@ -174,18 +201,16 @@ def run(sizes: list[int], samples: dict[int, int]) -> list[dict]:
         per_position = (grown - before) / open_positions
         marginal = (grown - half[0][0]) / (len(engine.book) - half[0][1]) if half else per_position
         latencies, orders = decide(book, samples[n])
-        updates, t0 = 0, time.perf_counter()
-        for i in range(50_000):
-            updates += book.random_trade()
-            if i % 50 == 0:
-                book.ts += 1
-                updates += book.move(SYMBOL if i % 100 else OTHERS[i // 100 % len(OTHERS)])
+        updates = book.updates(50_000)  # built first: the rate is the engine's, not the bench's
+        t0 = time.perf_counter()
+        for record in updates:
+            book.apply(record)
         engine.index.flush()
         update_s = time.perf_counter() - t0
         p = percentiles(latencies)
         rows.append({"positions": n, "samples": len(latencies), "p50_ms": p["p50"], "p99_ms": p["p99"],
                      "max_ms": p["max"], "orders_per_shortfall": round(orders / len(latencies), 2),
-                     "updates_per_s": round(updates / update_s), "open_positions": open_positions,
+                     "updates_per_s": round(len(updates) / update_s), "open_positions": open_positions,
                      "bytes_per_position": round(per_position),
                      "marginal_bytes_per_position": round(marginal), "build_s": round(built_s, 1)})
         del engine, book
