@@ -18,7 +18,7 @@ import pstats
 import time
 
 from adl_stream.engine import Engine
-from adl_stream.engine.state import keys, restore
+from adl_stream.engine.state import keys, restore, take
 from adl_stream.runtime import entity_batch
 from adl_stream.runtime.memory import restoring
 from adl_stream.runtime.snapshots import SnapshotWriter
@@ -32,6 +32,7 @@ def build(positions: int) -> tuple[Engine, list[bytes]]:
     engine = Engine(default_symbols())
     for record in book_records(positions):
         engine.apply(record)
+    take(engine)  # (as each transaction does: the de-duplicated ids move into their segments' parts)
     writer, values = SnapshotWriter(0, 50_000), []
     writer.start([(engine, "USDT", keys(engine))])
     while writer.in_progress:

@@ -186,7 +186,7 @@ class _Accounts:
 
     def slots(self, accounts: list[str]) -> np.ndarray:
         """:meth:`slot` of each of ``accounts``, the columns grown once."""
-        slots = np.fromiter(map(self.table.slot, accounts), np.intp, len(accounts))
+        slots = np.array(self.table.slots(accounts), np.intp)
         if len(self.table) > len(self.wallet):
             more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
             self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
@@ -406,13 +406,17 @@ class RankingIndex:
         if not n:
             return
         keys, values = list(exact), list(exact.values())
-        qs = [q for q, _ in values]
-        q = np.fromiter([abs(x) / QUANTITY_UNIT for x in qs], np.float64, n)  # int / int: correctly rounded
+        # int / int: correctly rounded, and symmetric in sign (so |q / u| is |q| / u, and its sign q's)
+        signed = np.fromiter([q / QUANTITY_UNIT for q, _ in values], np.float64, n)
+        q = np.abs(signed)
         cost = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
-        symbols = list(dict.fromkeys(symbol for symbol, _ in keys))
-        code = {symbol: i for i, symbol in enumerate(symbols)}
-        group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
-        group += np.fromiter([(x > 0) - (x < 0) + 1 for x in qs], np.int64, n)  # 0 short, 1 flat, 2 long
+        symbols = list(dict.fromkeys([symbol for symbol, _ in keys]))
+        if len(symbols) == 1:
+            group = np.zeros(n, np.int64)
+        else:
+            code = {symbol: i for i, symbol in enumerate(symbols)}
+            group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
+        group += np.sign(signed).astype(np.int64) + 1  # 0 short, 1 flat, 2 long
         objects, accounts = np.empty(n, dtype=object), np.empty(n, dtype=object)
         objects[:], accounts[:] = positions, [account for _, account in keys]
         order = np.argsort(group, kind="stable")

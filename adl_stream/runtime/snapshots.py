@@ -20,8 +20,12 @@ A snapshot cut short (a crash, an abort) is never named by a marker, so the rest
 before it.
 
 When: a snapshot starts once the task has written more entities to the changelog since the last one
-started than ``max(min_records, entities of the last snapshot)``, so the entities a restore reads
-stay within about twice the state's size, whatever the length of the history.
+started than ``max(min_records, entities of the last snapshot / TAIL_DIVISOR)`` (half the last
+snapshot), so the entities a restore reads stay within about 1.5 times the state's size, whatever the
+length of the history (plus the chunks of a snapshot still being written, at most one more state:
+it is written ``chunk_entities`` a transaction). The price is snapshot writing: a state that no longer
+grows is written whole once every half state of changes, two snapshot entities per changed entity
+(one with a cadence of a whole state, which let a restore read twice the state).
 
 Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
 so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
@@ -47,6 +51,9 @@ from .changelog import (
     RestoredTask,
     snapshot_key,
 )
+
+TAIL_DIVISOR = 2
+"""A snapshot is due once the entities written since the last one exceed its size divided by this."""
 
 #: produce(raw key, raw value, on_offset) to the task's changelog partition; ``on_offset``, if not
 #: None, is called with the record's offset once it is delivered
@@ -79,7 +86,7 @@ class SnapshotWriter:
 
     def due(self) -> bool:
         return not self.in_progress and (
-            self.since >= max(self.min_records, self.size) or self.markers_since >= MARKER_KEYS // 2)
+            self.since >= max(self.min_records, self.size // TAIL_DIVISOR) or self.markers_since >= MARKER_KEYS // 2)
 
     def step(self, produce: Produce, written: int, engines: Iterable[tuple[Any, str]]) -> int:
         """After a transaction's ``written`` entity records of the task: start a snapshot of the
