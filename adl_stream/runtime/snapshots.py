@@ -8,9 +8,10 @@ transaction beside the ordinary entity records, so no transaction stalls on a la
 - each transaction then writes the values those keys have *at that moment* (a key gone by then is
   skipped), at most ``chunk_entities`` of them, in records of format 2 (:mod:`.entity_batch`) of at
   most :data:`~.entity_batch.RECORD_BYTES`;
-- the offset of the first snapshot record (``start``) is known from its delivery report; once the
-  last chunk is committed, every later commit marker carries ``start`` in its header
-  :data:`~.changelog.SNAPSHOT_HEADER`.
+- the offset of the first snapshot record (``start``) is known from its delivery report; the
+  commit marker of the transaction that writes the last chunk (when ``start`` is known by then,
+  else the next one), and every later one, carries ``start`` in its header
+  :data:`~.changelog.SNAPSHOT_HEADER` (the marker commits with the chunks, or neither does).
 
 Reading from ``start`` gives the whole state: an entity unchanged since ``start`` is in a chunk; one
 changed after ``start`` has its own record after ``start``, applied in log order with the chunks
@@ -141,9 +142,14 @@ class SnapshotWriter:
         """The headers of the task's commit marker ``seq``: its sequence and, once there is one,
         the latest complete snapshot (offset and slot)."""
         headers = [(SEQ_HEADER, str(seq).encode())]
-        if self.complete is not None:
-            headers += [(SNAPSHOT_HEADER, str(self.complete).encode()),
-                        (SNAPSHOT_SLOT_HEADER, str(self.complete_slot).encode())]
+        complete, slot = self.complete, self.complete_slot
+        if self._pending is None and self._started:
+            # Its last chunk is in this transaction and its start is known (delivered in an earlier
+            # one): this marker names it, so a restore from this commit on skips the snapshot before
+            # and its tail. (A transaction that aborts drops the task's state, writer included.)
+            complete, slot = self._started[0], self.slot
+        if complete is not None:
+            headers += [(SNAPSHOT_HEADER, str(complete).encode()), (SNAPSHOT_SLOT_HEADER, str(slot).encode())]
         return headers
 
     @classmethod

@@ -95,8 +95,8 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
         elif i - 1 in commits:
             log.transaction(engine, writer, seq, i)
             seq += 1
-    named = writer.complete  # what the last marker names (one completed in it is named by the next)
     log.transaction(engine, writer, seq, i)
+    named = writer.complete  # what the last marker names (one completed in it too: its start is known)
 
     from_snapshot, start = log.restored()
     whole = fold(log.messages)
