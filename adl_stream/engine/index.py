@@ -54,7 +54,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, to_units
+from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, shared_ints, to_units
 from .positions import Position
 from .wallets import Accounts as WalletAccounts
 from .wallets import Wallet, Wallets
@@ -291,8 +291,8 @@ class _Side:
         self.blocked[start:end] = q <= 0
         self.n_blocked += int(np.count_nonzero(q <= 0))
         self.slot[start:end] = self.accounts.slots(accounts)
-        for row, position in enumerate(positions, start):
-            position.row = shared_int(row)
+        for row, position in zip(shared_ints(start, end), positions):
+            position.row = row
         self.positions += positions
         self._n = end
         self._view = self._wide = None
