@@ -395,11 +395,16 @@ class RankingIndex:
         are restored afterwards), ``exact`` the same positions as ``(symbol, account) -> (q, c)`` in
         the same order, and its wallets ``(account, asset) -> (units, as_of, after)``, in bulk."""
         by_asset: dict[str, dict[str, int]] = {}
-        for (account_id, asset), (units, _, _) in wallets.items():
-            of_asset = by_asset.get(asset)
-            if of_asset is None:
-                of_asset = by_asset[asset] = {}
-            of_asset[account_id] = units
+        assets = dict.fromkeys([asset for _, asset in wallets])
+        if len(assets) == 1:  # (the usual case: one settle asset, its balances in one pass)
+            by_asset[next(iter(assets))] = dict(zip([account_id for account_id, _ in wallets],
+                                                    [units for units, _, _ in wallets.values()]))
+        else:
+            for (account_id, asset), (units, _, _) in wallets.items():
+                of_asset = by_asset.get(asset)
+                if of_asset is None:
+                    of_asset = by_asset[asset] = {}
+                of_asset[account_id] = units
         for asset, balances in by_asset.items():
             self._accounts_of(asset).set_wallets(balances)
         n = len(positions)
