@@ -27,6 +27,7 @@ every output are the same in any process.
 from __future__ import annotations
 
 import heapq
+import itertools
 import struct
 
 import numpy as np
@@ -225,6 +226,36 @@ class SeenIds:
 
     def part_keys(self) -> list[tuple[int, int]]:
         return [(segment, n) for segment, parts in self._parts.items() for n in range(len(parts))]
+
+    def load(self, parts) -> None:
+        """:meth:`restore_part` of each of ``parts`` (``(segment, n) -> ids``) into a window that holds
+        nothing yet (a restore): the hash table is built in one numpy pass (the hashes sorted by
+        bucket, one ``bytes`` per bucket), with a sixteenth as many buckets as ids, then doubled
+        while a bucket is as full as :meth:`_insert` lets one get."""
+        if len(self) or self._parts or self._new:
+            for (segment, n), ids in parts.items():
+                self.restore_part(segment, n, ids)
+            return
+        held_parts, every = self._parts, []
+        for (segment, n), ids in parts.items():
+            held = held_parts.get(segment)
+            if held is None:
+                held = held_parts[segment] = []
+                heapq.heappush(self._segments, segment)
+            while len(held) <= n:
+                held.append(())
+            ids = tuple(ids)
+            held[n] = _pack(ids)
+            every.append(ids)
+        hashes = np.fromiter(map(hash, itertools.chain.from_iterable(every)), np.int64)
+        buckets = max(_FIRST_BUCKETS, 1 << (len(hashes) // 16).bit_length())
+        where = hashes & (buckets - 1)
+        data = hashes[np.argsort(where, kind="stable")].astype("<i8").tobytes()
+        ends = (np.cumsum(np.bincount(where, minlength=buckets)) * _RECORD).tolist()
+        self._buckets = [data[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+        self._mask = buckets - 1
+        while max(map(len, self._buckets)) >= _BUCKET_MAX:
+            self._grow()
 
     def restore_part(self, segment: int, n: int, ids: tuple[str, ...]) -> None:
         """Put back part ``n`` of ``segment`` (parts of a segment in any order)."""

@@ -54,7 +54,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, to_units
+from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, shared_ints, to_units
 from .positions import Position
 from .wallets import Accounts as WalletAccounts
 from .wallets import Wallet, Wallets
@@ -186,7 +186,7 @@ class _Accounts:
 
     def slots(self, accounts: list[str]) -> np.ndarray:
         """:meth:`slot` of each of ``accounts``, the columns grown once."""
-        slots = np.fromiter(map(self.table.slot, accounts), np.intp, len(accounts))
+        slots = np.array(self.table.slots(accounts), np.intp)
         if len(self.table) > len(self.wallet):
             more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
             self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
@@ -291,8 +291,8 @@ class _Side:
         self.blocked[start:end] = q <= 0
         self.n_blocked += int(np.count_nonzero(q <= 0))
         self.slot[start:end] = self.accounts.slots(accounts)
-        for row, position in enumerate(positions, start):
-            position.row = shared_int(row)
+        for row, position in zip(shared_ints(start, end), positions):
+            position.row = row
         self.positions += positions
         self._n = end
         self._view = self._wide = None
@@ -395,24 +395,33 @@ class RankingIndex:
         are restored afterwards), ``exact`` the same positions as ``(symbol, account) -> (q, c)`` in
         the same order, and its wallets ``(account, asset) -> (units, as_of, after)``, in bulk."""
         by_asset: dict[str, dict[str, int]] = {}
-        for (account_id, asset), (units, _, _) in wallets.items():
-            of_asset = by_asset.get(asset)
-            if of_asset is None:
-                of_asset = by_asset[asset] = {}
-            of_asset[account_id] = units
+        assets = dict.fromkeys([asset for _, asset in wallets])
+        if len(assets) == 1:  # (the usual case: one settle asset, its balances in one pass)
+            by_asset[next(iter(assets))] = dict(zip([account_id for account_id, _ in wallets],
+                                                    [units for units, _, _ in wallets.values()]))
+        else:
+            for (account_id, asset), (units, _, _) in wallets.items():
+                of_asset = by_asset.get(asset)
+                if of_asset is None:
+                    of_asset = by_asset[asset] = {}
+                of_asset[account_id] = units
         for asset, balances in by_asset.items():
             self._accounts_of(asset).set_wallets(balances)
         n = len(positions)
         if not n:
             return
         keys, values = list(exact), list(exact.values())
-        qs = [q for q, _ in values]
-        q = np.fromiter([abs(x) / QUANTITY_UNIT for x in qs], np.float64, n)  # int / int: correctly rounded
+        # int / int: correctly rounded, and symmetric in sign (so |q / u| is |q| / u, and its sign q's)
+        signed = np.fromiter([q / QUANTITY_UNIT for q, _ in values], np.float64, n)
+        q = np.abs(signed)
         cost = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
-        symbols = list(dict.fromkeys(symbol for symbol, _ in keys))
-        code = {symbol: i for i, symbol in enumerate(symbols)}
-        group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
-        group += np.fromiter([(x > 0) - (x < 0) + 1 for x in qs], np.int64, n)  # 0 short, 1 flat, 2 long
+        symbols = list(dict.fromkeys([symbol for symbol, _ in keys]))
+        if len(symbols) == 1:
+            group = np.zeros(n, np.int64)
+        else:
+            code = {symbol: i for i, symbol in enumerate(symbols)}
+            group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
+        group += np.sign(signed).astype(np.int64) + 1  # 0 short, 1 flat, 2 long
         objects, accounts = np.empty(n, dtype=object), np.empty(n, dtype=object)
         objects[:], accounts[:] = positions, [account for _, account in keys]
         order = np.argsort(group, kind="stable")

@@ -90,6 +90,12 @@ def shared_int(n: int) -> int:
     return ints[n]
 
 
+def shared_ints(start: int, end: int) -> list[int]:
+    """:func:`shared_int` of ``start`` to ``end - 1``, in one slice."""
+    shared_int(end)
+    return _INTS[start:end]
+
+
 def rounded_to_wire(value: Decimal) -> Decimal:
     """``value`` rounded half-even to the wire scale: for a figure that is a product of wire values
     and only reported (a decision's total haircut), never for a quantity or a balance."""

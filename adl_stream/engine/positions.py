@@ -114,6 +114,17 @@ class Position:
         return realized
 
 
+_new_position = object.__new__
+
+
+def _restored(account_id: str, symbol: str, units: tuple[int, int]) -> Position:
+    """:meth:`Position.of_units` of ``units = (q, c)`` (a restore's bulk load, one call a position)."""
+    position = _new_position(Position)
+    position.account_id, position.symbol, (position.q, position.c) = account_id, symbol, units
+    position.reserved, position.row, position.light = ZERO, -1, 0
+    return position
+
+
 class PositionBook:
     """Open positions by symbol, then account. An account's positions across symbols are found by
     asking each symbol (a few dict lookups, only for an exact equity): the ranking index keeps what
@@ -144,13 +155,18 @@ class PositionBook:
     def load(self, positions: dict[tuple[str, str], tuple[int, int]]) -> list[Position]:
         """Add positions ``(symbol, account) -> (q, c)`` (exact values in units) to a book that
         holds none of them (a restore); returns them in the same order."""
-        by_symbol, of_units = self._by_symbol, Position.of_units
-        loaded = [of_units(account, symbol, q, c) for (symbol, account), (q, c) in positions.items()]
-        for symbol in dict.fromkeys(symbol for symbol, _ in positions):
+        by_symbol = self._by_symbol
+        symbols, accounts = [symbol for symbol, _ in positions], [account for _, account in positions]
+        loaded = list(map(_restored, accounts, symbols, positions.values()))
+        distinct = dict.fromkeys(symbols)
+        for symbol in distinct:
             if symbol not in by_symbol:
                 by_symbol[symbol] = {}
-        for (symbol, account), position in zip(positions, loaded):
-            by_symbol[symbol][account] = position
+        if len(distinct) == 1:  # (one symbol: one dict update)
+            by_symbol[symbols[0]].update(zip(accounts, loaded))
+        else:
+            for symbol, account, position in zip(symbols, accounts, loaded):
+                by_symbol[symbol][account] = position
         return loaded
 
     def discard_if_idle(self, position: Position) -> None:

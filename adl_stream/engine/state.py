@@ -266,8 +266,7 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
     for fund_id, history in entities.histories.items():
         engine.funds.restore(fund_id, None, history)
     engine.marks.update(entities.marks)
-    for (segment, n), ids in entities.seen.items():
-        engine.seen.restore_part(segment, n, ids)
+    engine.seen.load(entities.seen)
     for id_, ts in entities.ids.items():
         engine.seen.add(id_, ts)
     if entities.stream_time is not None:

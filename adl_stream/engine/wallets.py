@@ -25,7 +25,7 @@ from __future__ import annotations
 from array import array
 from decimal import Decimal
 
-from .numbers import MONEY_SCALE, ZERO, of_units, shared_int, to_units
+from .numbers import MONEY_SCALE, ZERO, of_units, shared_int, shared_ints as _shared_ints, to_units
 
 NO_WALLET = -(1 << 63)
 """``as_of`` of a slot whose account has no wallet in the asset (a slot the index made first)."""
@@ -90,6 +90,32 @@ class Accounts:
             self.as_of.append(NO_WALLET)
             self.after.append(None)
         return slot
+
+    def slots(self, account_ids: list[str]) -> list[int]:
+        """:meth:`slot` of each of ``account_ids`` (a restore's columns): the accounts new here get
+        their slots in one pass, in the order they first appear."""
+        if not self.slot_of:  # a fresh table (a restore): every id new, in order
+            n = len(account_ids)
+            slots = _shared_ints(0, n)
+            self.slot_of.update(zip(account_ids, slots))
+            if len(self.slot_of) == n:
+                self.ids, self.units, self.after = list(account_ids), [0] * n, [None] * n
+                self.as_of = array("q", [NO_WALLET]) * n
+                return slots
+            self.slot_of.clear()  # an id repeats: the general way
+        get = self.slot_of.get
+        slots = list(map(get, account_ids))
+        if None in slots:
+            new = list(dict.fromkeys([a for a, slot in zip(account_ids, slots) if slot is None]))
+            start, n = len(self.ids), len(new)
+            shared_int(start + n)
+            self.slot_of.update(zip(new, _shared_ints(start, start + n)))
+            self.ids += new
+            self.units += [0] * n
+            self.as_of.extend(array("q", [NO_WALLET]) * n)
+            self.after += [None] * n
+            slots = list(map(get, account_ids))
+        return slots
 
     def apply_fill(self, slot: int, amount: int, ts: int, horizon: int | None = None) -> int | None:
         """:meth:`Wallets.apply_fill` for the account in ``slot``."""
@@ -163,13 +189,35 @@ class Wallets:
         return None if slot is None else accounts.wallet(slot)
 
     def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
-        """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk)."""
-        for (account_id, asset), (units, as_of, after) in wallets.items():
+        """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk: per asset,
+        the slots in one pass and the columns set slot by slot, or as one slice where the slots are
+        new and consecutive, as in a fresh engine)."""
+        assets = dict.fromkeys([asset for _, asset in wallets])
+        by_asset: dict[str, list] = {}
+        if len(assets) == 1:  # (the usual case: one settle asset)
+            by_asset[next(iter(assets))] = [[account for account, _ in wallets], list(wallets.values())]
+        else:
+            for key, value in wallets.items():
+                of_asset = by_asset.get(key[1])
+                if of_asset is None:
+                    of_asset = by_asset[key[1]] = [[], []]
+                of_asset[0].append(key[0])
+                of_asset[1].append(value)
+        for asset, (account_ids, values) in by_asset.items():
             accounts = self.accounts(asset)
-            slot = accounts.slot(account_id)
-            accounts.units[slot], accounts.as_of[slot] = units, as_of
-            if after:
-                accounts.after[slot] = list(after)
+            slots = accounts.slots(account_ids)
+            units_of, as_of_of = accounts.units, accounts.as_of
+            first, n = slots[0], len(slots)
+            if slots[-1] == first + n - 1 and first + n == len(accounts.ids) and slots == _shared_ints(first, first + n):
+                units_of[first:] = [units for units, _, _ in values]
+                as_of_of[first:] = array("q", [as_of for _, as_of, _ in values])
+            else:
+                for slot, (units, as_of, _) in zip(slots, values):
+                    units_of[slot], as_of_of[slot] = units, as_of
+            after_of = accounts.after
+            for slot, (_, _, after) in zip(slots, values):
+                if after:
+                    after_of[slot] = list(after)
 
     def put(self, account_id: str, asset: str, wallet: Wallet) -> None:
         """Set a wallet as a whole (restoring state)."""

@@ -346,6 +346,7 @@ class Processor:
         s, started = self.settings, time.monotonic()
         with restoring():
             state = restore_task(input_consumer_config(s), self.changelog, task_id, end)
+            read = time.monotonic()
             engines = {asset: self._new_domain(asset) for asset in self.topology.assets_of_task[task_id]}
             for asset, domain in engines.items():
                 restore(domain.engine, state.entities.pop(asset, {}))
@@ -360,6 +361,7 @@ class Processor:
         self.metrics.restored.labels(self.changelog).inc(state.records)
         log.info("task_restored", task=task_id, changelog_records=state.records, discarded=state.discarded,
                  from_offset=state.start, duration_s=round(time.monotonic() - started, 3),
+                 read_s=round(read - started, 3), load_s=round(time.monotonic() - read, 3),
                  input_offsets={d.asset or "(unrouted)": sum(d.offsets.values()) for d in task.domains.values()})
         return task
 

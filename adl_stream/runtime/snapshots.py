@@ -8,9 +8,10 @@ transaction beside the ordinary entity records, so no transaction stalls on a la
 - each transaction then writes the values those keys have *at that moment* (a key gone by then is
   skipped), at most ``chunk_entities`` of them, in records of format 2 (:mod:`.entity_batch`) of at
   most :data:`~.entity_batch.RECORD_BYTES`;
-- the offset of the first snapshot record (``start``) is known from its delivery report; once the
-  last chunk is committed, every later commit marker carries ``start`` in its header
-  :data:`~.changelog.SNAPSHOT_HEADER`.
+- the offset of the first snapshot record (``start``) is known from its delivery report; the
+  commit marker of the transaction that writes the last chunk (when ``start`` is known by then,
+  else the next one), and every later one, carries ``start`` in its header
+  :data:`~.changelog.SNAPSHOT_HEADER` (the marker commits with the chunks, or neither does).
 
 Reading from ``start`` gives the whole state: an entity unchanged since ``start`` is in a chunk; one
 changed after ``start`` has its own record after ``start``, applied in log order with the chunks
@@ -20,8 +21,12 @@ A snapshot cut short (a crash, an abort) is never named by a marker, so the rest
 before it.
 
 When: a snapshot starts once the task has written more entities to the changelog since the last one
-started than ``max(min_records, entities of the last snapshot)``, so the entities a restore reads
-stay within about twice the state's size, whatever the length of the history.
+started than ``max(min_records, entities of the last snapshot / TAIL_DIVISOR)`` (half the last
+snapshot), so the entities a restore reads stay within about 1.5 times the state's size, whatever the
+length of the history (plus the chunks of a snapshot still being written, at most one more state:
+it is written ``chunk_entities`` a transaction). The price is snapshot writing: a state that no longer
+grows is written whole once every half state of changes, two snapshot entities per changed entity
+(one with a cadence of a whole state, which let a restore read twice the state).
 
 Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
 so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
@@ -47,6 +52,9 @@ from .changelog import (
     RestoredTask,
     snapshot_key,
 )
+
+TAIL_DIVISOR = 2
+"""A snapshot is due once the entities written since the last one exceed its size divided by this."""
 
 #: produce(raw key, raw value, on_offset) to the task's changelog partition; ``on_offset``, if not
 #: None, is called with the record's offset once it is delivered
@@ -79,7 +87,7 @@ class SnapshotWriter:
 
     def due(self) -> bool:
         return not self.in_progress and (
-            self.since >= max(self.min_records, self.size) or self.markers_since >= MARKER_KEYS // 2)
+            self.since >= max(self.min_records, self.size // TAIL_DIVISOR) or self.markers_since >= MARKER_KEYS // 2)
 
     def step(self, produce: Produce, written: int, engines: Iterable[tuple[Any, str]]) -> int:
         """After a transaction's ``written`` entity records of the task: start a snapshot of the
@@ -134,9 +142,14 @@ class SnapshotWriter:
         """The headers of the task's commit marker ``seq``: its sequence and, once there is one,
         the latest complete snapshot (offset and slot)."""
         headers = [(SEQ_HEADER, str(seq).encode())]
-        if self.complete is not None:
-            headers += [(SNAPSHOT_HEADER, str(self.complete).encode()),
-                        (SNAPSHOT_SLOT_HEADER, str(self.complete_slot).encode())]
+        complete, slot = self.complete, self.complete_slot
+        if self._pending is None and self._started:
+            # Its last chunk is in this transaction and its start is known (delivered in an earlier
+            # one): this marker names it, so a restore from this commit on skips the snapshot before
+            # and its tail. (A transaction that aborts drops the task's state, writer included.)
+            complete, slot = self._started[0], self.slot
+        if complete is not None:
+            headers += [(SNAPSHOT_HEADER, str(complete).encode()), (SNAPSHOT_SLOT_HEADER, str(slot).encode())]
         return headers
 
     @classmethod

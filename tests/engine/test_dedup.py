@@ -54,6 +54,14 @@ def test_an_id_stays_its_window_and_a_restored_window_holds_the_same_parts(event
     assert sorted(restored.part_keys()) == sorted(log)
     assert all(restored.part(*key) == seen.part(*key) for key in log)
     assert {id_ for id_ in accepted if id_ in restored} == {id_ for id_ in accepted if id_ in seen}
+    loaded = SeenIds(window)  # in bulk: the same window
+    loaded.load(dict(sorted(log.items(), reverse=True)))
+    assert sorted(loaded.part_keys()) == sorted(log) and len(loaded) == len(restored)
+    assert all(loaded.part(*key) == seen.part(*key) for key in log)
+    assert {id_ for id_ in accepted if id_ in loaded} == {id_ for id_ in accepted if id_ in seen}
+    loaded.evict(now + window + SEGMENT_MS)
+    restored.evict(now + window + SEGMENT_MS)
+    assert len(loaded) == len(restored) and loaded.take() == restored.take()
 
 
 def test_a_take_splits_a_busy_segment_into_parts_of_bounded_size():
@@ -63,3 +71,21 @@ def test_a_take_splits_a_busy_segment_into_parts_of_bounded_size():
     parts = seen.take()
     assert [(key, len(ids)) for key, ids in parts] == [((5, 0), PART_IDS), ((5, 1), PART_IDS), ((5, 2), 500)]
     assert [id_ for _, ids in parts for id_ in ids] == [f"fill-{i}" for i in range(2 * PART_IDS + 500)]
+
+
+def test_a_bulk_load_of_many_parts_holds_every_id_and_goes_on_like_one_restored_part_by_part():
+    seen = SeenIds(window_ms=60_000)
+    for i in range(50_000):
+        seen.add(f"f-{i:07d}", 1_000 + i // 7)
+    parts = dict(seen.take())
+    loaded, one_by_one = SeenIds(60_000), SeenIds(60_000)
+    loaded.load(parts)
+    for (segment, n), ids in parts.items():
+        one_by_one.restore_part(segment, n, ids)
+    assert len(loaded) == len(one_by_one) == 50_000
+    assert all(f"f-{i:07d}" in loaded for i in range(50_000)) and "f-0050000" not in loaded
+    assert max(map(len, loaded._buckets)) < 48 * 8  # as full as an insert lets a bucket get, at most
+    for i in range(50_000, 50_100):  # then the same answers as one restored part by part
+        assert loaded.add_new(f"f-{i - 50:07d}", 9_000, 0) == one_by_one.add_new(f"f-{i - 50:07d}", 9_000, 0)
+        assert loaded.add_new(f"f-{i:07d}", 9_000, 0) == one_by_one.add_new(f"f-{i:07d}", 9_000, 0)
+    assert loaded.take() == one_by_one.take()

@@ -95,8 +95,8 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
         elif i - 1 in commits:
             log.transaction(engine, writer, seq, i)
             seq += 1
-    named = writer.complete  # what the last marker names (one completed in it is named by the next)
     log.transaction(engine, writer, seq, i)
+    named = writer.complete  # what the last marker names (one completed in it too: its start is known)
 
     from_snapshot, start = log.restored()
     whole = fold(log.messages)
@@ -125,7 +125,8 @@ def test_a_snapshot_cut_short_is_never_named_and_its_records_are_discarded():
 
 
 def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history():
-    """A long history of the same few entities: the restore reads about twice the state at most."""
+    """A long history of the same few entities: the restore reads about 1.5 times the state at most
+    (a snapshot, half a state of changes, and the chunks of the next snapshot in progress)."""
     engine, log = Engine(sc.SYMBOLS, **OPTIONS), Log()
     writer = SnapshotWriter(min_records=10, chunk_entities=1_000)
     for record in sc.STREAM[:3]:
@@ -137,6 +138,33 @@ def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history()
     state = len(keys(engine))
     assert restored.records <= 3 * (state + 1) + 10
     assert len(log.messages) > 20 * restored.records  # the history is far longer
+    assert restored.entities["USDT"] == _state(engine)
+
+
+def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
+    """The cadence: a snapshot once half a state of entities has been written since the last one,
+    so the entities a restore decodes stay within 1.5 times the state (plus one transaction's)."""
+    engine, log = Engine(sc.SYMBOLS, reservation_timeout_ms=60_000, dedup_window_ms=3_600_000), Log()
+    for i in range(120):
+        engine.apply(Fill(f"f{i}", f"A{i:03d}", "BTCUSDT", "BUY" if i % 2 else "SELL", D("0.001"), D(100), D(0),
+                          "TRADE", None, 1_000 + i))
+    writer, state, changed = SnapshotWriter(min_records=1, chunk_entities=10**6), len(keys(engine)), 7
+    position_keys = [key for key in keys(engine) if key[0] == "p"]
+    most = 0
+    for n in range(300):
+        engine.changed.update(position_keys[(n * changed) % len(position_keys):][:changed])
+        log.transaction(engine, writer, n, n)
+        start = snapshot_start(log.messages[-1])
+        read = 0
+        for message in log.messages[start:]:
+            if not message.key().startswith(b'["commit"'):
+                one: dict = {}
+                entity_batch.decode(message.value(), one)
+                read += sum(len(entities) for entities in one.values())
+        most = max(most, read)
+    assert state > 200 and most <= state + state // 2 + changed
+    assert most > state + state // 4  # the tail does reach close to half the state between snapshots
+    restored, _ = log.restored()
     assert restored.entities["USDT"] == _state(engine)
 
 
