@@ -162,6 +162,19 @@ class Wallets:
         slot = None if accounts is None else accounts.slot_of.get(account_id)
         return None if slot is None else accounts.wallet(slot)
 
+    def exact(self, account_id: str, asset: str) -> tuple[int, int, tuple] | None:
+        """The wallet's value now as ``(units, as_of, after)`` (what the changelog holds), or None:
+        :meth:`get` without the :class:`Wallet` it builds (the changelog gathers one per fill)."""
+        accounts = self._assets.get(asset)
+        slot = None if accounts is None else accounts.slot_of.get(account_id)
+        if slot is None:
+            return None
+        as_of = accounts.as_of[slot]
+        if as_of == NO_WALLET:
+            return None
+        after = accounts.after[slot]
+        return (accounts.units[slot], as_of, tuple(after) if after else ())
+
     def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
         """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk)."""
         for (account_id, asset), (units, as_of, after) in wallets.items():
