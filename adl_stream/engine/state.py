@@ -84,7 +84,7 @@ def value_of(engine: Engine, key: Key) -> Any:
 def keys(engine: Engine) -> list[Key]:
     """The key of every entity ``engine`` holds (what a snapshot of it writes)."""
     out: list[Key] = [(POSITION, p.symbol, p.account_id) for p in engine.book]
-    out += [(WALLET, account, asset) for (account, asset), _ in engine.wallets.items()]
+    out += [(WALLET, account, asset) for account, asset in engine.wallets.keys()]
     funds = engine.funds
     out += [(FUND, fund_id) for fund_id in funds.balances()]
     out += [(FUND_HISTORY, fund_id) for fund_id in funds.histories()]

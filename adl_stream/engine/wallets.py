@@ -156,6 +156,14 @@ class Wallets:
                 if wallet is not None:
                     yield (account_id, asset), wallet
 
+    def keys(self):
+        """(account_id, asset) of every wallet, in the order of :meth:`items` (no wallet built)."""
+        for asset, accounts in self._assets.items():
+            as_of = accounts.as_of
+            for account_id, slot in accounts.slot_of.items():
+                if as_of[slot] != NO_WALLET:
+                    yield account_id, asset
+
     def get(self, account_id: str, asset: str) -> Wallet | None:
         """The wallet's value now (a copy: changing it changes nothing held)."""
         accounts = self._assets.get(asset)
