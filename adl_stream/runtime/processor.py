@@ -768,7 +768,7 @@ class Processor:
 
     def _process(self, domain: Domain, message, record, consumed_at: float, key: PartitionKey, offset: int) -> None:
         """Apply one released record (``key`` its topic and partition) and emit its outputs."""
-        topic = key[0]
+        topic, partition = key
         domain.offsets[key] = offset + 1
         live_from = self._live_from
         live = not live_from or offset >= live_from.get(key, 0)
