@@ -84,7 +84,7 @@ def value_of(engine: Engine, key: Key) -> Any:
 def keys(engine: Engine) -> list[Key]:
     """The key of every entity ``engine`` holds (what a snapshot of it writes)."""
     out: list[Key] = [(POSITION, p.symbol, p.account_id) for p in engine.book]
-    out += [(WALLET, account, asset) for (account, asset), _ in engine.wallets.items()]
+    out += [(WALLET, account, asset) for account, asset in engine.wallets.keys()]
     funds = engine.funds
     out += [(FUND, fund_id) for fund_id in funds.balances()]
     out += [(FUND_HISTORY, fund_id) for fund_id in funds.histories()]
@@ -214,21 +214,22 @@ _KINDS = (POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN, "ids", 
 def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) -> Entities:
     """The current values of ``keys`` (those gone are listed in ``gone``)."""
     out = Entities() if into is None else into
-    book, wallets = engine.book, engine.wallets
+    book_get, wallet_of = engine.book.get, engine.wallets.exact
+    positions, wallets, gone = out.positions, out.wallets, out.gone
     for key in keys:
         kind = key[0]
         if kind == POSITION:
-            position = book.get(key[2], key[1])
+            position = book_get(key[2], key[1])
             if position is None:
-                out.gone.append(key)
+                gone.append(key)
             else:
-                out.positions[(key[1], key[2])] = (position.q, position.c)
+                positions[(key[1], key[2])] = (position.q, position.c)
         elif kind == WALLET:
-            wallet = wallets.get(key[1], key[2])
+            wallet = wallet_of(key[1], key[2])
             if wallet is None:
-                out.gone.append(key)
+                gone.append(key)
             else:
-                out.wallets[(key[1], key[2])] = (wallet.units, wallet.as_of, tuple(wallet.after or ()))
+                wallets[(key[1], key[2])] = wallet
         else:
             value = value_of(engine, key)
             if value is None:

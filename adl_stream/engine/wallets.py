@@ -182,11 +182,32 @@ class Wallets:
                 if wallet is not None:
                     yield (account_id, asset), wallet
 
+    def keys(self):
+        """(account_id, asset) of every wallet, in the order of :meth:`items` (no wallet built)."""
+        for asset, accounts in self._assets.items():
+            as_of = accounts.as_of
+            for account_id, slot in accounts.slot_of.items():
+                if as_of[slot] != NO_WALLET:
+                    yield account_id, asset
+
     def get(self, account_id: str, asset: str) -> Wallet | None:
         """The wallet's value now (a copy: changing it changes nothing held)."""
         accounts = self._assets.get(asset)
         slot = None if accounts is None else accounts.slot_of.get(account_id)
         return None if slot is None else accounts.wallet(slot)
+
+    def exact(self, account_id: str, asset: str) -> tuple[int, int, tuple] | None:
+        """The wallet's value now as ``(units, as_of, after)`` (what the changelog holds), or None:
+        :meth:`get` without the :class:`Wallet` it builds (the changelog gathers one per fill)."""
+        accounts = self._assets.get(asset)
+        slot = None if accounts is None else accounts.slot_of.get(account_id)
+        if slot is None:
+            return None
+        as_of = accounts.as_of[slot]
+        if as_of == NO_WALLET:
+            return None
+        after = accounts.after[slot]
+        return (accounts.units[slot], as_of, tuple(after) if after else ())
 
     def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
         """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk: per asset,

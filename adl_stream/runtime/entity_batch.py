@@ -51,15 +51,17 @@ def _group(asset: str, entities: Entities) -> dict:
     names: dict[str, int] = {}
     name = names.setdefault
     positions, wallets, lights = entities.positions, entities.wallets, entities.lights
+    # _bytes, inline (two to three integers per entity, in every delta and snapshot record)
     return {
         "asset": asset,
         "positions": {"symbol": [name(symbol, len(names)) for symbol, _ in positions],
                       "account": [account for _, account in positions],
-                      "q": [_bytes(q) for q, _ in positions.values()],
-                      "c": [_bytes(c) for _, c in positions.values()]},
+                      "q": [q.to_bytes((q.bit_length() + 8) // 8, "big", signed=True) for q, _ in positions.values()],
+                      "c": [c.to_bytes((c.bit_length() + 8) // 8, "big", signed=True) for _, c in positions.values()]},
         "wallets": {"account": [account for account, _ in wallets],
                     "asset": [name(of, len(names)) for _, of in wallets],
-                    "balance": [_bytes(units) for units, _, _ in wallets.values()],
+                    "balance": [units.to_bytes((units.bit_length() + 8) // 8, "big", signed=True)
+                                for units, _, _ in wallets.values()],
                     "as_of": [as_of for _, as_of, _ in wallets.values()],
                     "after": [[{"ts": ts, "amount": _bytes(amount)} for ts, amount in after]
                               for _, _, after in wallets.values()]},

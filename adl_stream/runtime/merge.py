@@ -62,11 +62,16 @@ class EventTimeMerger:
     def add(self, topic: str, partition: int, offset: int, ts: int | None, item: Any) -> None:
         """Buffer ``item``; ``ts`` None (an undecodable record) sorts with its partition's last ts."""
         key = (topic, partition)
+        last_ts = self._last_ts
         if ts is None:
-            ts = self._last_ts.get(key, -1)
-        self._last_ts[key] = ts
-        self._buffers.setdefault(key, deque()).append(((ts, self._priority[topic], partition, offset), item))
-        self._empty_since.pop(key, None)
+            ts = last_ts.get(key, -1)
+        last_ts[key] = ts
+        buffer = self._buffers.get(key)
+        if not buffer:
+            if buffer is None:
+                buffer = self._buffers[key] = deque()
+            self._empty_since.pop(key, None)
+        buffer.append(((ts, self._priority[topic], partition, offset), item))
 
     def drop(self, keys) -> None:
         """Forget the buffers of revoked partitions."""
@@ -134,18 +139,33 @@ class EventTimeMerger:
             return
         heads = [(buffer[0][0], key) for key, buffer in buffers.items() if buffer]
         heapq.heapify(heads)
+        heappop, heappush = heapq.heappop, heapq.heappush
         while heads:
-            _, key = heapq.heappop(heads)
+            _, key = heappop(heads)
             buffer = buffers[key]
+            # A run of this partition: its records go out without a heap operation each while its
+            # next head is earlier than every other partition's (the order is the same as popping
+            # the heap for each record: the sort keys are unique).
             (_, _, _, offset), item = buffer.popleft()
             note(self._runs, key, offset)
-            drained = not buffer
-            if drained:
-                empty_since[key] = now
+            while buffer:
+                head = buffer[0][0]
+                if heads and heads[0][0] < head:
+                    heappush(heads, (head, key))
+                    break
+                yield item
+                (_, _, _, offset), item = buffer.popleft()
+                runs = self._runs  # note(), inline
+                if runs and runs[-1][0] == key:
+                    runs[-1][1] = offset + 1
+                else:
+                    runs.append([key, offset + 1])
             else:
-                heapq.heappush(heads, (buffer[0][0], key))
+                empty_since[key] = now
+                yield item
+                # Only the partition just drained can stop the merge: it is waited for, or it may still
+                # bring an older record (not caught up) and has been empty for 0 ms < max_idle_ms.
+                if key in waiting or (max_idle_s > 0 and key not in caught_up):
+                    return
+                continue
             yield item
-            # Only the partition just drained can stop the merge: it is waited for, or it may still
-            # bring an older record (not caught up) and has been empty for 0 ms < max_idle_ms.
-            if drained and (key in waiting or (max_idle_s > 0 and key not in caught_up)):
-                return

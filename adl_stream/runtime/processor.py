@@ -506,16 +506,7 @@ class Processor:
             self._log_joining()
             time.sleep(self.settings.poll_timeout_ms / 1000)
             return
-        messages = self._consume()
-        consumed_at = time.monotonic()
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise FatalError(f"fatal Kafka error: {error}")
-                log.warning("consumer_error", error=str(error))
-                continue
-            self._route(message, consumed_at)
+        self._route_batch(self._consume(), time.monotonic())
         caught_up, unfetched = self._fetch_state()
         batch_size = self.settings.batch_size
         while True:  # a transaction holds at most batch_size records and stays open commit_interval_ms
@@ -596,30 +587,51 @@ class Processor:
                      hint="the consumer group is forming; on Tansu that takes 20+ s unless [kafka] sets "
                      "session.timeout.ms = 6000 and heartbeat.interval.ms = 500 (adl-stream broker prints them)")
 
-    def _route(self, message, consumed_at: float) -> None:
-        """Hand the record to the merge of its settle asset, if this instance owns it."""
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        key = (topic, partition)
-        self._routed[key] = offset + 1
-        record_type = self._record_type[topic]
-        record = None
-        if record_type is BalanceUpdate:  # keyed by account: the asset is in the value
-            record = self._decode(message, record_type)
-            asset = UNROUTED if isinstance(record, Rejected) else self.topology.asset_of_record(record)
-        else:
-            asset = self.topology.asset_of_key(record_type is FundFlow, message.key())
-        task = self.tasks.get(task_of(asset, self.topology.tasks))
-        if task is None:
-            return
-        domain = task.domains[asset]
-        if offset < domain.offsets.get(key, 0):
-            return  # applied before (the partition is read from the lowest offset any asset needs)
-        if record is None:
-            record = self._decode(message, record_type)
-        if not isinstance(record, Rejected) and (named := self.topology.asset_of_record(record)) != asset:
-            record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
-                              f"the record to {named!r}")
-        domain.merger.add(topic, partition, offset, getattr(record, "ts", None), (message, record, consumed_at))
+    def _route_batch(self, messages: list, consumed_at: float) -> None:
+        """Hand each consumed record to the merge of its settle asset, if this instance owns it.
+
+        One pass over the batch with the look-ups bound once (this runs for every input record):
+        the settle asset of a key and the domain of an asset are looked up once per batch."""
+        routed, record_types, topology = self._routed, self._record_type, self.topology
+        tasks, n_tasks, decode = self.tasks, topology.tasks, self._decode
+        asset_of_key, asset_of_record = topology.asset_of_key, topology.asset_of_record
+        of_key: dict = {}  # (record type, key) -> settle asset
+        domain_of: dict = {}  # settle asset -> its domain here, or None (owned elsewhere)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise FatalError(f"fatal Kafka error: {error}")
+                log.warning("consumer_error", error=str(error))
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            key = (topic, partition)
+            routed[key] = offset + 1
+            record_type = record_types[topic]
+            record = None
+            if record_type is BalanceUpdate:  # keyed by account: the asset is in the value
+                record = decode(message, record_type)
+                asset = UNROUTED if isinstance(record, Rejected) else asset_of_record(record)
+            else:
+                raw_key = message.key()
+                asset = of_key.get((record_type, raw_key))
+                if asset is None:
+                    asset = of_key[(record_type, raw_key)] = asset_of_key(record_type is FundFlow, raw_key)
+            domain = domain_of.get(asset, False)
+            if domain is False:
+                task = tasks.get(task_of(asset, n_tasks))
+                domain = domain_of[asset] = None if task is None else task.domains[asset]
+            if domain is None:
+                continue
+            if offset < domain.offsets.get(key, 0):
+                continue  # applied before (the partition is read from the lowest offset any asset needs)
+            if record is None:
+                record = decode(message, record_type)
+                if not isinstance(record, Rejected) and (named := asset_of_record(record)) != asset:
+                    record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
+                                      f"the record to {named!r}")
+            domain.merger.add(topic, partition, offset, getattr(record, "ts", None),
+                              (message, record, consumed_at, key, offset))
 
     def _decode(self, message, record_type):
         try:
@@ -636,8 +648,9 @@ class Processor:
         for domain in self.domains():
             # A partition no fetch has answered for yet is waited for without a time limit: whether
             # it holds older records is unknown (KIP-695 waits on unknown lag the same way).
-            for message, record, consumed_at in domain.merger.release(unfetched, caught_up):
-                self._process(domain, message, record, consumed_at)
+            process = self._process
+            for item in domain.merger.release(unfetched, caught_up):
+                process(domain, *item)
                 count += 1
                 if count == limit or (deadline is not None and count % _CLOCK_EVERY == 0
                                       and time.monotonic() >= deadline):
@@ -755,10 +768,12 @@ class Processor:
             return False
         return len(self._fetch_state()[0]) == len(self._inputs)
 
-    def _process(self, domain: Domain, message, record, consumed_at: float) -> None:
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        domain.offsets[(topic, partition)] = offset + 1
-        live = offset >= self._live_from.get((topic, partition), 0)
+    def _process(self, domain: Domain, message, record, consumed_at: float, key: PartitionKey, offset: int) -> None:
+        """Apply one released record (``key`` its topic and partition) and emit its outputs."""
+        topic, partition = key
+        domain.offsets[key] = offset + 1
+        live_from = self._live_from
+        live = not live_from or offset >= live_from.get(key, 0)
         try:
             if isinstance(record, Rejected):
                 raise record
@@ -778,8 +793,10 @@ class Processor:
                 self._dead_letter(message, Rejected("internal_error", f"{type(exc).__name__}: {exc}"))
             return
         counted = ("events", topic) if live else ("restored", topic)  # replay: below the start, state only
-        self._applied[counted] = self._applied.get(counted, 0) + 1
-        if live:
+        applied = self._applied
+        applied[counted] = applied.get(counted, 0) + 1
+        if live and (outcome.orders or outcome.decision is not None or outcome.expired or outcome.indicators
+                     or outcome.duplicate):  # most records have no output
             self._emit(topic, outcome, consumed_at)
 
     def _emit(self, topic: str, outcome: Outcome, consumed_at: float) -> None:

@@ -28,6 +28,7 @@ from ..engine.numbers import WIRE_LIMIT, WIRE_SCALE, to_wire
 from .resolution import resolution_problems
 from .schemas import Schema, load_schemas
 
+_schemaless_reader = fastavro.schemaless_reader
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -82,6 +83,12 @@ class Codec:
             self._by_fingerprint.setdefault(writer.fingerprint, (writer, self.reader_for(writer, str(origin))))
         self._fields = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in RECORD_TYPES.items()}
         self._decimals = {name: _decimal_fields(cls) for name, cls in RECORD_TYPES.items()}
+        # fingerprint -> (record type, schema to read with, its decimal fields): adl-stream's own
+        # schemas of the input records, read without a look-up of anything else per record
+        self._direct: dict[bytes, tuple[type, dict, tuple[str, ...]]] = {
+            s.fingerprint: (RECORD_TYPES[name], s.decoding, self._decimals[name])
+            for name, s in self.schemas.items()
+            if name in RECORD_TYPES and s.decoding is not None and "order_ids" not in self._fields[name]}
 
     def reader_for(self, writer: Schema, origin: str) -> dict | None:
         """The reader schema that records of ``writer`` are resolved against (None when ``writer``
@@ -118,6 +125,21 @@ class Codec:
         if not payload or len(payload) < HEADER_SIZE or payload[:2] != MAGIC:
             hint = " (it starts like Confluent framing: set schema_registry_url)" if payload and payload[:1] == b"\0" else ""
             raise Rejected("undecodable", f"value is not Avro single-object encoded (no C3 01 header){hint}")
+        direct = self._direct.get(payload[2:HEADER_SIZE])
+        if direct is not None and direct[0] is expected:  # read() and record(), inline: the hot path
+            body = BytesIO(payload)
+            body.seek(HEADER_SIZE)
+            try:
+                fields = _schemaless_reader(body, direct[1], None)
+            except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
+                raise Rejected("undecodable", f"corrupt {expected.__name__} body: {type(exc).__name__}: {exc}") from None
+            if body.tell() != len(payload):
+                raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the "
+                               f"{expected.__name__} body")
+            for field in direct[2]:
+                if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
+                    raise Rejected("decimal_out_of_range", f"{field} {fields[field]} exceeds decimal(38, 18)")
+            return expected(**fields)
         known = self._by_fingerprint.get(payload[2:HEADER_SIZE])
         if known is None:
             raise Rejected("unknown_schema", f"unknown writer schema fingerprint {payload[2:HEADER_SIZE].hex()} "

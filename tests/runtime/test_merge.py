@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from adl_stream.runtime.merge import EventTimeMerger
 
 PRIORITY = {"funds": 0, "fills": 3, "shortfalls": 4}
@@ -82,3 +85,54 @@ def test_holding_back_names_each_partition_the_merge_waits_for_and_why():
     now[0] = 1.5  # idle past max_idle_ms: no longer waited for
     assert m.holding_back() == []
     assert list(m.release()) == ["shortfall@50"]
+
+
+partitions_st = st.lists(st.lists(st.integers(0, 20), max_size=12), min_size=1, max_size=4)
+
+
+def _reference(buffers: dict) -> list:
+    """The merge order by definition: the smallest (ts, priority, partition, offset) head, one at a time."""
+    heads = {key: list(records) for key, records in buffers.items() if records}
+    out = []
+    while heads:
+        key = min(heads, key=lambda k: heads[k][0][0])
+        out.append(heads[key].pop(0)[1])
+        if not heads[key]:
+            del heads[key]
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(partitions_st, st.integers(1, 40))
+def test_releasing_runs_of_a_partition_gives_the_order_of_one_heap_pop_per_record(timestamps, stop_every):
+    """The release takes runs of one partition without a heap operation each; the order, the
+    recorded runs and what stays buffered when the caller stops early are those of popping the
+    smallest head for every record."""
+    merger = EventTimeMerger({"fills": 1, "marks": 0})
+    buffers = {}
+    for p, times in enumerate(timestamps):
+        topic, partition = ("fills", p) if p % 2 else ("marks", p)
+        ts = 0
+        for offset, step in enumerate(times):  # event time mostly rising within a partition, not always
+            ts = max(0, ts + step - 5)
+            item = f"{topic}[{partition}]@{offset}"
+            merger.add(topic, partition, offset, ts, item)
+            buffers.setdefault((topic, partition), []).append(((ts, 1 if topic == "fills" else 0, partition, offset), item))
+    expected = _reference(buffers)
+    released = []
+    while True:  # the caller stops every stop_every records (a transaction's limit), then asks again
+        batch = []
+        for item in merger.release(frozenset(), frozenset(buffers)):
+            batch.append(item)
+            if len(batch) == stop_every:
+                break
+        released += batch
+        if not batch:
+            break
+    assert released == expected
+    assert len(merger) == 0
+    replayed, start = [], {}
+    for (topic, partition), end in merger.take_runs():  # each run goes on from the partition's last end
+        replayed += [f"{topic}[{partition}]@{offset}" for offset in range(start.get((topic, partition), 0), end)]
+        start[(topic, partition)] = end
+    assert replayed == expected
