@@ -126,19 +126,9 @@ class Codec:
             hint = " (it starts like Confluent framing: set schema_registry_url)" if payload and payload[:1] == b"\0" else ""
             raise Rejected("undecodable", f"value is not Avro single-object encoded (no C3 01 header){hint}")
         direct = self._direct.get(payload[2:HEADER_SIZE])
-        if direct is not None and direct[0] is expected:  # read() and record(), inline: the hot path
-            body = BytesIO(payload)
-            body.seek(HEADER_SIZE)
-            try:
-                fields = _schemaless_reader(body, direct[1], None)
-            except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
-                raise Rejected("undecodable", f"corrupt {expected.__name__} body: {type(exc).__name__}: {exc}") from None
-            if body.tell() != len(payload):
-                raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the "
-                               f"{expected.__name__} body")
-            for field in direct[2]:
-                if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
-                    raise Rejected("decimal_out_of_range", f"{field} {fields[field]} exceeds decimal(38, 18)")
+        if direct is not None and direct[0] is expected:  # read() and record() without their look-ups
+            fields = _body(payload, HEADER_SIZE, direct[1], None, expected.__name__)
+            _check_range(fields, direct[2])
             return expected(**fields)
         known = self._by_fingerprint.get(payload[2:HEADER_SIZE])
         if known is None:
@@ -152,15 +142,7 @@ class Codec:
         name = expected.__name__
         if writer.short_name != name:
             raise Rejected("wrong_schema", f"expected a {name} record, got {writer.short_name}")
-        body = BytesIO(payload)
-        body.seek(start)
-        try:
-            fields = fastavro.schemaless_reader(body, writer.decoding, reader)
-        except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
-            raise Rejected("undecodable", f"corrupt {name} body: {type(exc).__name__}: {exc}") from None
-        if body.tell() != len(payload):
-            raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the {name} body")
-        return self.record(fields, expected)
+        return self.record(_body(payload, start, writer.decoding, reader, name), expected)
 
     def record(self, fields: dict, expected: type):
         """The fields fastavro decoded (``ts`` in milliseconds, or a datetime where a schema's
@@ -168,9 +150,26 @@ class Codec:
         name = expected.__name__
         if not isinstance(fields["ts"], int):
             fields["ts"] = (fields["ts"] - _EPOCH) // _MILLISECOND
-        for field in self._decimals[name]:
-            if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
-                raise Rejected("decimal_out_of_range", f"{field} {fields[field]} exceeds decimal(38, 18)")
+        _check_range(fields, self._decimals[name])
         if "order_ids" in fields:
             fields["order_ids"] = tuple(fields["order_ids"])
         return expected(**fields)
+
+
+def _body(payload: bytes, start: int, decoding: dict, reader: dict | None, name: str) -> dict:
+    """The fields of the ``name`` record body of ``payload`` from ``start`` (the whole rest)."""
+    body = BytesIO(payload)
+    body.seek(start)
+    try:
+        fields = _schemaless_reader(body, decoding, reader)
+    except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
+        raise Rejected("undecodable", f"corrupt {name} body: {type(exc).__name__}: {exc}") from None
+    if body.tell() != len(payload):
+        raise Rejected("undecodable", f"{len(payload) - body.tell()} trailing bytes after the {name} body")
+    return fields
+
+
+def _check_range(fields: dict, decimals) -> None:
+    for field in decimals:
+        if fields[field].copy_abs() >= WIRE_LIMIT:  # copy_abs: abs() would round to 28 digits
+            raise Rejected("decimal_out_of_range", f"{field} {fields[field]} exceeds decimal(38, 18)")
