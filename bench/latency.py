@@ -101,7 +101,7 @@ def attach(processor: Processor) -> Probe:
     records and how long it stayed open; time per stage of the loop."""
     probe = Probe()
     emit, commit, write_changelog = processor._emit, processor._commit, processor._write_changelog
-    abandon, advance, route, drain = (processor._abandon_batch, processor._advance, processor._route,
+    abandon, advance, route, drain = (processor._abandon_batch, processor._advance, processor._route_batch,
                                       processor._drain_all)
     stages = probe.stages
 
@@ -178,7 +178,7 @@ def attach(processor: Processor) -> Probe:
     processor._abandon_batch = observed_abandon
     processor._write_changelog = timed("changelog", write_changelog)
     processor._advance = timed("loop", advance)
-    processor._route = timed("route", route)
+    processor._route_batch = timed("route", route)
     processor._drain_all = timed("drain", drain)
     return probe
 
