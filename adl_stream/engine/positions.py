@@ -37,14 +37,6 @@ class Position:
         self.light = 0
         """The last ADL indicator light published for it (:mod:`.indicators`): + long, - short, 0 none."""
 
-    @classmethod
-    def of_units(cls, account_id: str, symbol: str, q: int, c: int) -> Position:
-        """A position from its exact values in units (as a restore reads them), nothing reserved."""
-        position = cls.__new__(cls)
-        position.account_id, position.symbol, position.q, position.c = account_id, symbol, q, c
-        position.reserved, position.row, position.light = ZERO, -1, 0
-        return position
-
     def __repr__(self) -> str:
         return (f"Position(account_id={self.account_id!r}, symbol={self.symbol!r}, quantity={self.quantity}, "
                 f"cost={self.cost}, reserved={self.reserved})")
@@ -118,7 +110,8 @@ _new_position = object.__new__
 
 
 def _restored(account_id: str, symbol: str, units: tuple[int, int]) -> Position:
-    """:meth:`Position.of_units` of ``units = (q, c)`` (a restore's bulk load, one call a position)."""
+    """A position from its exact values in units ``(q, c)``, nothing reserved (a restore's bulk
+    load: one plain call a position)."""
     position = _new_position(Position)
     position.account_id, position.symbol, (position.q, position.c) = account_id, symbol, units
     position.reserved, position.row, position.light = ZERO, -1, 0

@@ -155,11 +155,7 @@ class EventTimeMerger:
                     break
                 yield item
                 (_, _, _, offset), item = buffer.popleft()
-                runs = self._runs  # note(), inline
-                if runs and runs[-1][0] == key:
-                    runs[-1][1] = offset + 1
-                else:
-                    runs.append([key, offset + 1])
+                note(self._runs, key, offset)
             else:
                 empty_since[key] = now
                 yield item
