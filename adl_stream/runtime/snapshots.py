@@ -20,13 +20,18 @@ created after ``start`` has its record, and one deleted is in no chunk written a
 A snapshot cut short (a crash, an abort) is never named by a marker, so the restore takes the one
 before it.
 
-When: a snapshot starts once the task has written more entities to the changelog since the last one
-started than ``max(min_records, entities of the last snapshot / TAIL_DIVISOR)`` (half the last
-snapshot), so the entities a restore reads stay within about 1.5 times the state's size, whatever the
-length of the history (plus the chunks of a snapshot still being written, at most one more state:
-it is written ``chunk_entities`` a transaction). The price is snapshot writing: a state that no longer
-grows is written whole once every half state of changes, two snapshot entities per changed entity
-(one with a cadence of a whole state, which let a restore read twice the state).
+When: a snapshot starts once what a restore would read, the entities of the last snapshot and those
+written since it started (``min_records`` at least), exceeds the entities the task holds now by
+more than ``1 / TAIL_DIVISOR`` (half), so the entities a restore reads stay within about 1.5 times
+the state's size, whatever the length of the history (plus the chunks of a snapshot still being
+written, at most one more state: it is written ``chunk_entities`` a transaction). What counts is the
+read amplification, not the volume written: a state that only grows (a book being built, every
+record a new position or wallet) is its own compact history and takes no snapshot, while a state
+that no longer grows is written whole once every half state of changes, two snapshot entities per
+changed entity. The state is counted only when the entities written since could have reached that
+bound (:meth:`SnapshotWriter.due`), so the count costs a pass over the state once every half state
+of changes at most. A state that shrinks (positions closed: tombstones) is counted at half the last
+snapshot's size, so a restore reads at most 1.5 times the larger of the state and that snapshot.
 
 Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
 so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
@@ -42,7 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.state import Entities, Key, gather, keys
+from ..engine.state import Entities, Key, count, gather, keys
 from . import entity_batch
 from .changelog import (
     MARKER_KEYS,
@@ -72,6 +77,8 @@ class SnapshotWriter:
     since: int = 0
     """Changelog entities written since the latest snapshot started (or since the task began)."""
     markers_since: int = 0
+    threshold: int = 0
+    """``since`` at which :meth:`due` counts the state again."""
     size: int = 0
     """Entities of the latest snapshot started."""
     slot: int = 1
@@ -85,16 +92,30 @@ class SnapshotWriter:
     def in_progress(self) -> bool:
         return self._pending is not None
 
-    def due(self) -> bool:
-        return not self.in_progress and (
-            self.since >= max(self.min_records, self.size // TAIL_DIVISOR) or self.markers_since >= MARKER_KEYS // 2)
+    def due(self, engines: Iterable[tuple[Any, str]]) -> bool:
+        """Whether a restore would now read more than the live state and a ``1 / TAIL_DIVISOR`` of
+        it: the latest snapshot and the ``since`` entities written after it, against the entities
+        the ``(engine, settle asset)`` pairs hold. The state is counted (:func:`~..engine.state.count`,
+        a pass over it) only once ``since`` reaches :attr:`threshold`, the least it takes for that to
+        be so had nothing been added since the last count."""
+        if self.in_progress:
+            return False
+        if self.markers_since >= MARKER_KEYS // 2:
+            return True
+        if self.since < max(self.min_records, self.threshold):
+            return False
+        live = sum(count(engine) for engine, _ in engines)
+        most = live + live // TAIL_DIVISOR
+        self.threshold = most - self.size + 1
+        return self.size + self.since > most
 
     def step(self, produce: Produce, written: int, engines: Iterable[tuple[Any, str]]) -> int:
         """After a transaction's ``written`` entity records of the task: start a snapshot of the
         ``(engine, settle asset)`` pairs if one is due, and write the next chunk of the one in
         progress. Returns the snapshot records produced."""
         self.since += written
-        if self.due():
+        engines = list(engines)
+        if self.due(engines):
             self.start((engine, asset, keys(engine)) for engine, asset in engines)
         return self.write(produce) if self.in_progress else 0
 
@@ -107,6 +128,7 @@ class SnapshotWriter:
         """Begin a snapshot of ``(engine, settle asset, keys)`` for each engine of the task."""
         self._pending = deque([engine, asset, keys, 0] for engine, asset, keys in entities if keys)
         self.size, self.since, self.markers_since = sum(len(group[2]) for group in self._pending), 0, 0
+        self.threshold = self.size // TAIL_DIVISOR
         self.slot, self._chunk, self._started = 1 - self.slot, 0, []
 
     def write(self, produce: Produce) -> int:

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine, Rejected
-from adl_stream.engine.state import restore, take_changes
+from adl_stream.engine.state import count, keys, restore, take_changes
 from tests import scenarios as sc
 from tests.engine.test_properties import _run_market, markets
 from tests.market import generate
@@ -70,6 +70,26 @@ def test_a_restored_engine_equals_the_original_and_decides_the_rest_alike(market
     for record in records[cut:]:
         assert _apply(restored, record) == _apply(original, record)
     assert restored.snapshot() == original.snapshot()
+
+
+@given(markets(), st.data())
+def test_count_is_the_number_of_keys_at_any_point(market, data):
+    """The snapshot cadence weighs the state with count(), never listing it: the two must agree
+    (positions, wallets, funds, marks, reservations, id parts, lights, stream time)."""
+    records = _applied(market, **OPTIONS)
+    engine = Engine(sc.SYMBOLS, **OPTIONS)
+    for record in records[:data.draw(st.integers(0, len(records)))]:
+        _apply(engine, record)
+        engine.seen.take()
+    assert count(engine) == len(keys(engine))
+
+
+def test_count_includes_lights_and_closed_positions_still_unlit():
+    lit = Engine(sc.SYMBOLS, indicator_interval_ms=200, **OPTIONS)  # lights, and closed ones still unlit
+    for record in generate(seed=5, trades=400).records:
+        _apply(lit, record)
+    kinds = {key[0] for key in keys(lit)}
+    assert {"p", "w", "l", "r", "m"} <= kinds and count(lit) == len(keys(lit))
 
 
 def test_the_crash_market_restores_from_its_changes_at_any_commit_interval():

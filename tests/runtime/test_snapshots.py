@@ -82,6 +82,9 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
     writer = SnapshotWriter(min_records=data.draw(st.integers(1, 30)), chunk_entities=data.draw(st.integers(1, 12)))
     commits = data.draw(st.sets(st.integers(0, max(len(records) - 1, 0))))
     crash = data.draw(st.none() | st.integers(0, max(len(records) - 1, 0)))
+    # Transactions that rewrite every entity (read amplification, so snapshots become due; a market
+    # of new entities alone is its own compact history and needs none)
+    rewrites = data.draw(st.sets(st.integers(0, max(len(records) - 1, 0))))
     i = 0
     while i < len(records):
         _apply(engine, records[i])
@@ -93,6 +96,8 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
             writer = SnapshotWriter.restored(restored, writer.min_records, writer.chunk_entities)
             i, seq, crash = restored.offsets.get("USDT", {}).get(INPUT, 0), restored.seq, None
         elif i - 1 in commits:
+            if i - 1 in rewrites:
+                engine.changed.update(keys(engine))
             log.transaction(engine, writer, seq, i)
             seq += 1
     log.transaction(engine, writer, seq, i)
@@ -113,6 +118,7 @@ def test_a_snapshot_cut_short_is_never_named_and_its_records_are_discarded():
     writer = SnapshotWriter(min_records=1, chunk_entities=1)
     for i, record in enumerate(sc.STREAM[:6]):
         _apply(engine, record)
+        engine.changed.update(keys(engine))  # every entity rewritten: snapshots become due
         log.transaction(engine, writer, i, i + 1)
     committed, named = _state(engine), snapshot_start(log.messages[-1])
     assert named > 0  # small chunks: snapshots completed along the way, the last marker names one
@@ -166,6 +172,56 @@ def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
     assert most > state + state // 4  # the tail does reach close to half the state between snapshots
     restored, _ = log.restored()
     assert restored.entities["USDT"] == _state(engine)
+
+
+def _read(log: Log) -> int:
+    """The entities a restore at the last marker decodes (markers not counted)."""
+    read = 0
+    for message in log.messages[snapshot_start(log.messages[-1]):]:
+        if not message.key().startswith(b'["commit"'):
+            one: dict = {}
+            entity_batch.decode(message.value(), one)
+            read += sum(len(entities) for entities in one.values())
+    return read
+
+
+def _grow_and_rewrite(steps) -> tuple[Log, Engine, list[int]]:
+    """Transactions that each open ``new`` positions of new accounts and rewrite ``rewritten`` of
+    those already open; the entities a restore reads after each."""
+    engine, log, made, reads = Engine(sc.SYMBOLS, reservation_timeout_ms=60_000, dedup_window_ms=3_600_000), Log(), 0, []
+    writer = SnapshotWriter(min_records=1, chunk_entities=10**6)
+    for n, (new, rewritten) in enumerate(steps):
+        for _ in range(new):
+            engine.apply(Fill(f"f{made}", f"A{made:05d}", "BTCUSDT", "BUY" if made % 2 else "SELL", D("0.001"),
+                              D(100), D(0), "TRADE", None, 1_000 + made))
+            made += 1
+        engine.changed.update([key for key in keys(engine) if key[0] == "p"][:rewritten])
+        log.transaction(engine, writer, n, n)
+        reads.append((_read(log), len(keys(engine))))
+    return log, engine, reads
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 30)), min_size=10, max_size=60))
+def test_a_restore_never_reads_more_than_the_live_state_and_half_of_it(steps):
+    """The cadence weighs read amplification: after every commit, a restore decodes at most 1.5
+    times the entities the task holds (a state that never shrinks, any mix of new and rewritten)."""
+    log, engine, reads = _grow_and_rewrite(steps)
+    assert all(read <= live + live // 2 for read, live in reads), reads
+    restored, _ = log.restored()
+    assert restored.entities.get("USDT", Entities()) == _state(engine)
+
+
+def test_a_state_that_only_grows_takes_no_snapshot_and_one_rewritten_does():
+    """A book being built is its own compact history: writing it again as a snapshot would only
+    cost (it did cost a third of book building's time per record). Once its entities are
+    rewritten, snapshots keep what a restore reads within 1.5 times the state."""
+    log, _, reads = _grow_and_rewrite([(8, 0)] * 150)
+    assert not any(m.key().startswith(b'["snapshot"') for m in log.messages)
+    assert reads[-1][0] == reads[-1][1] + 150 - 1  # every entity once, but the stream time once a transaction
+    log, _, reads = _grow_and_rewrite([(8, 0)] * 50 + [(0, 40)] * 100)
+    assert sum(m.key().startswith(b'["snapshot"') for m in log.messages) >= 4
+    assert max(read / live for read, live in reads) <= 1.5 and len(log.messages) > 10 * reads[-1][0] / 40
 
 
 def test_snapshot_records_stay_under_the_record_size_however_large_the_entities():
