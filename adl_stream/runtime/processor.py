@@ -86,6 +86,9 @@ log = structlog.get_logger("adl_stream.processor")
 
 EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
 _CLOCK_EVERY = 32  # records applied between two looks at the clock (a transaction's deadline)
+DECISION_SHARE = 5
+"""A transaction holding a shortfall decision commits at most ``commit_interval_ms / DECISION_SHARE``
+after its first decision, even while the merges keep releasing records (20 ms by default)."""
 KAFKA_CALL_TIMEOUT_S = 10  # of each call into the producer at a commit; longer: the batch is redone
 NO_PROGRESS_LOG_EVERY_S = 10  # while input waits and nothing is committed, a no_progress line this often
 
@@ -187,6 +190,7 @@ class Processor:
         self.inputs: Consumer | None = None  # every input partition, assigned
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
+        self._decided_at = 0.0  # when the first of them was decided (monotonic)
         # records applied per counter and topic since they were last counted (_count_applied)
         self._applied: dict[tuple[str, str], int] = {}
         self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
@@ -516,8 +520,9 @@ class Processor:
             room = batch_size - self._uncommitted
             released, more = self._drain_all(caught_up, unfetched, room, deadline)
             self._uncommitted += released
-            # A shortfall decision is not held for the interval once nothing more is released now.
-            if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= deadline)
+            # A shortfall decision is not held for the interval once nothing more is released now,
+            # nor for more than a DECISION_SHARE of it while records keep coming (_due).
+            if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= self._due(deadline))
                     or (self._decided and not more)):
                 self._commit()
             if not more:
@@ -653,9 +658,15 @@ class Processor:
                 process(domain, *item)
                 count += 1
                 if count == limit or (deadline is not None and count % _CLOCK_EVERY == 0
-                                      and time.monotonic() >= deadline):
+                                      and time.monotonic() >= self._due(deadline)):
                     return count, True
         return count, False
+
+    def _due(self, deadline: float) -> float:
+        """When the open transaction commits: its ``deadline``, or earlier once it holds a decision."""
+        if self._decided:
+            return min(deadline, self._decided_at + self._commit_interval_s / DECISION_SHARE)
+        return deadline
 
     def _commit(self) -> None:
         if self._dry_run is None:
@@ -822,6 +833,8 @@ class Processor:
             if decision.haircut:  # a counter only rises: a haircut below 0 goes to its own
                 haircut = m.haircut if decision.haircut > 0 else m.haircut_negative
                 haircut.labels(decision.symbol).inc(abs(float(decision.haircut)))
+            if not self._decided:
+                self._decided_at = time.monotonic()
             self._decided.append((decision.symbol, consumed_at, decision.ts))
             if decision.unfilled_quantity:
                 m.unfilled_quantity.labels(decision.symbol).inc(float(decision.unfilled_quantity))

@@ -10,6 +10,7 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import ShortfallDecision
+from adl_stream.runtime.processor import DECISION_SHARE, Processor
 from adl_stream.wire import Codec
 from tests import scenarios as sc
 from tests.conftest import Feed, metric, read_topic, wait_for
@@ -49,3 +50,27 @@ def test_a_shortfall_decision_commits_once_nothing_more_is_released_not_after_th
     assert [codec.decode(m.value(), ShortfallDecision).event_id for m in decisions] == ["E1"]
     assert metric(p, "adl_transactions_total", result="committed") == 1  # the setup with it, in one
     assert running.close() == 0
+
+
+def test_a_decision_commits_a_fraction_of_the_interval_after_it_while_records_keep_coming(
+        settings, start_processor, monkeypatch):
+    # A backlog: the shortfall, then far more fills of later event time than one interval applies.
+    # Without the bound, the decision waited in a transaction held open for the whole interval.
+    commits = []
+    commit = Processor._commit
+
+    def recorded(self):
+        commits.append((self._uncommitted, bool(self._decided)))
+        commit(self)
+
+    monkeypatch.setattr(Processor, "_commit", recorded)
+    after = [sc.fill(f"g{i}", f"X{i % 700}", "BUY" if i % 2 else "SELL", "0.001", 90, 5_000 + i) for i in range(40_000)]
+    Feed(settings).send(*sc.SETUP, sc.E1, *after)
+    running = start_processor(replace(settings, batch_size=1_000_000, commit_interval_ms=50))
+    running.wait_handled(len(sc.SETUP) + 1 + len(after))
+    assert running.close() == 0
+    with_decision = [records for records, decided in commits if decided]
+    others = [records for records, decided in commits if not decided]
+    assert len(with_decision) == 1 and others, commits
+    # a fifth of the interval against whole intervals of records (the ratio holds on any machine)
+    assert DECISION_SHARE == 5 and with_decision[0] < max(others) / 2, commits
