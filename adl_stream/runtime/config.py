@@ -119,9 +119,9 @@ class Settings:
     """Partitions (= tasks, the most instances that share the work) of the changelog topic
     ``<group_id>-changelog`` when the processor creates it; 0: as many as the input topics have."""
     snapshot_min_records: int = 100_000
-    """A task snapshots its state into the changelog once a restore would read more than this many
-    entities and more than 1.5 times the entities it holds (its latest snapshot and what it wrote
-    since); a restore reads from the latest complete snapshot (so about 1.5 times the state at
+    """A task snapshots its state into the changelog once it has written at least this many
+    changelog entities since its latest snapshot started and a restore would read more than 1.5
+    times the entities it holds (that snapshot and what was written since); a restore reads from the latest complete snapshot (so about 1.5 times the state at
     most). A state that only grows takes no snapshot (:mod:`.snapshots`)."""
     snapshot_chunk_entities: int = 50_000
     """Most snapshot entities one transaction writes (a snapshot spans transactions, so none stalls)."""
