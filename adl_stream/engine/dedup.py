@@ -224,6 +224,14 @@ class SeenIds:
         parts = self._parts.get(segment)
         return _unpack(parts[n]) if parts is not None and n < len(parts) else None
 
+    def part_size(self, segment: int, n: int) -> int:
+        """How many ids the part holds (0 for none)."""
+        parts = self._parts.get(segment)
+        if parts is None or n >= len(parts):
+            return 0
+        part = parts[n]
+        return len(part) if isinstance(part, tuple) else part.count(_SEP) - 1
+
     def part_keys(self) -> list[tuple[int, int]]:
         return [(segment, n) for segment, parts in self._parts.items() for n in range(len(parts))]
 

@@ -106,6 +106,13 @@ def count(engine: Engine) -> int:
             + sum(1 for p in engine.book if p.light) + len(engine.indicators.unlit) + (engine.stream_time >= 0))
 
 
+def weight(engine: Engine) -> int:
+    """What a snapshot of ``engine`` writes and a restore of it reads, in entities: :func:`count`,
+    with each part of the de-duplication window weighing as many as the ids it holds (a window of
+    an hour at an exchange's rate holds far more ids than the book holds positions)."""
+    return count(engine) - len(engine.seen.part_keys()) + len(engine.seen)
+
+
 def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
     """The entities changed since the last call, sorted by key, with their values now."""
     changed, engine.changed = engine.changed, set()
@@ -147,6 +154,11 @@ class Entities:
     def __len__(self) -> int:
         """Entities held (tombstones not counted)."""
         return sum(map(len, self._maps())) + (self.stream_time is not None)
+
+    def weight(self) -> int:
+        """Entities and tombstones held, each part of seen ids weighing as many as it holds
+        (:func:`weight`)."""
+        return len(self) + len(self.gone) + sum(len(ids) - 1 for ids in self.seen.values() if ids)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Entities):

@@ -129,9 +129,10 @@ def decode_entity(raw_key: bytes, raw_value: bytes) -> tuple[str, Key, Any]:
 def write_changes(produce, seq: int, engines: Mapping[str, Any]) -> int:
     """Produce, as the delta records of marker ``seq``, what the engines of one task (settle asset
     -> engine) changed since their changes were last taken; returns how many entities (and
-    tombstones) they hold. ``produce(raw_key, raw_value)`` adds :data:`BATCH_HEADERS`."""
+    tombstones) they hold, weighed as :meth:`Entities.weight` (a part of seen ids as its ids).
+    ``produce(raw_key, raw_value)`` adds :data:`BATCH_HEADERS`."""
     changes = {asset: take(engine) for asset, engine in engines.items()}
-    written = sum(len(c) + len(c.gone) for c in changes.values())
+    written = sum(c.weight() for c in changes.values())
     if written:
         for n, value in enumerate(entity_batch.encode(changes)):
             produce(delta_key(seq, n), value)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.state import Entities, Key, count, gather, keys
+from ..engine.state import SEEN, Entities, Key, gather, keys, weight
 from . import entity_batch
 from .changelog import (
     MARKER_KEYS,
@@ -78,6 +78,7 @@ class SnapshotWriter:
     """Changelog entities written since the latest snapshot started (or since the task began)."""
     markers_since: int = 0
     threshold: int = 0
+    _live: int = 0  # the state's weight when due() last weighed it
     """``since`` at which :meth:`due` counts the state again."""
     size: int = 0
     """Entities of the latest snapshot started."""
@@ -95,8 +96,8 @@ class SnapshotWriter:
     def due(self, engines: Iterable[tuple[Any, str]]) -> bool:
         """Whether a restore would now read more than the live state and a ``1 / TAIL_DIVISOR`` of
         it: the latest snapshot and the ``since`` entities written after it, against the entities
-        the ``(engine, settle asset)`` pairs hold. The state is counted (:func:`~..engine.state.count`,
-        a pass over it) only once ``since`` reaches :attr:`threshold`, the least it takes for that to
+        the ``(engine, settle asset)`` pairs hold, all weighed as :func:`~..engine.state.weight` (a
+        part of seen ids as many entities as it holds ids). The state is weighed (a pass over it) only once ``since`` reaches :attr:`threshold`, the least it takes for that to
         be so had nothing been added since the last count."""
         if self.in_progress:
             return False
@@ -104,7 +105,7 @@ class SnapshotWriter:
             return True
         if self.since < max(self.min_records, self.threshold):
             return False
-        live = sum(count(engine) for engine, _ in engines)
+        live = self._live = sum(weight(engine) for engine, _ in engines)
         most = live + live // TAIL_DIVISOR
         self.threshold = most - self.size + 1
         return self.size + self.since > most
@@ -116,7 +117,7 @@ class SnapshotWriter:
         self.since += written
         engines = list(engines)
         if self.due(engines):
-            self.start((engine, asset, keys(engine)) for engine, asset in engines)
+            self.start(((engine, asset, keys(engine)) for engine, asset in engines), self._live)
         return self.write(produce) if self.in_progress else 0
 
     def marked(self) -> None:
@@ -124,22 +125,29 @@ class SnapshotWriter:
         self.since += 1
         self.markers_since += 1
 
-    def start(self, entities: Iterable[tuple[Any, str, list[Key]]]) -> None:
-        """Begin a snapshot of ``(engine, settle asset, keys)`` for each engine of the task."""
+    def start(self, entities: Iterable[tuple[Any, str, list[Key]]], size: int | None = None) -> None:
+        """Begin a snapshot of ``(engine, settle asset, keys)`` for each engine of the task, of
+        ``size`` (its :func:`~..engine.state.weight`; by default, the keys')."""
         self._pending = deque([engine, asset, keys, 0] for engine, asset, keys in entities if keys)
-        self.size, self.since, self.markers_since = sum(len(group[2]) for group in self._pending), 0, 0
+        if size is None:
+            size = sum(len(group[2]) for group in self._pending)
+        self.size, self.since, self.markers_since = size, 0, 0
         self.threshold = self.size // TAIL_DIVISOR
         self.slot, self._chunk, self._started = 1 - self.slot, 0, []
 
     def write(self, produce: Produce) -> int:
-        """Write the next chunk (at most ``chunk_entities`` entities); returns the records produced."""
+        """Write the next chunk (``chunk_entities`` entities, a part of seen ids weighing as many as it
+        holds, and at least one); returns the records produced."""
         pending, budget, chunk = self._pending, self.chunk_entities, {}
         while pending and budget > 0:
             group = pending[0]
             engine, asset, keys, start = group
-            end = min(len(keys), start + budget)
+            end, n, part_size = start, len(keys), engine.seen.part_size
+            while end < n and budget > 0:
+                key = keys[end]
+                budget -= part_size(key[1], key[2]) or 1 if key[0] == SEEN and len(key) == 3 else 1
+                end += 1
             gather(engine, keys[start:end], chunk.setdefault(asset, Entities()))
-            budget -= end - start
             group[3] = end
             if end == len(keys):
                 pending.popleft()

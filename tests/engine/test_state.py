@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine, Rejected
-from adl_stream.engine.state import count, keys, restore, take_changes
+from adl_stream.engine.state import count, gather, keys, restore, take_changes, weight
 from tests import scenarios as sc
 from tests.engine.test_properties import _run_market, markets
 from tests.market import generate
@@ -82,6 +82,9 @@ def test_count_is_the_number_of_keys_at_any_point(market, data):
         _apply(engine, record)
         engine.seen.take()
     assert count(engine) == len(keys(engine))
+    # what the cadence weighs the state at is what a snapshot of it holds (a part of ids as its ids)
+    assert weight(engine) == gather(engine, keys(engine)).weight() == count(engine) + sum(
+        len(ids) - 1 for ids in gather(engine, keys(engine)).seen.values())
 
 
 def test_count_includes_lights_and_closed_positions_still_unlit():

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine, Fill
-from adl_stream.engine.state import Entities, gather, keys, restore
+from adl_stream.engine.state import Entities, gather, keys, restore, weight
 from adl_stream.runtime import entity_batch
 from adl_stream.runtime.changelog import (
     BATCH_HEADERS,
@@ -154,7 +154,7 @@ def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
     for i in range(120):
         engine.apply(Fill(f"f{i}", f"A{i:03d}", "BTCUSDT", "BUY" if i % 2 else "SELL", D("0.001"), D(100), D(0),
                           "TRADE", None, 1_000 + i))
-    writer, state, changed = SnapshotWriter(min_records=1, chunk_entities=10**6), len(keys(engine)), 7
+    writer, state, changed = SnapshotWriter(min_records=1, chunk_entities=10**6), weight(engine), 7
     position_keys = [key for key in keys(engine) if key[0] == "p"]
     most = 0
     for n in range(300):
@@ -166,7 +166,7 @@ def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
             if not message.key().startswith(b'["commit"'):
                 one: dict = {}
                 entity_batch.decode(message.value(), one)
-                read += sum(len(entities) for entities in one.values())
+                read += sum(entities.weight() for entities in one.values())
         most = max(most, read)
     assert state > 200 and most <= state + state // 2 + changed
     assert most > state + state // 4  # the tail does reach close to half the state between snapshots
@@ -175,13 +175,14 @@ def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
 
 
 def _read(log: Log) -> int:
-    """The entities a restore at the last marker decodes (markers not counted)."""
+    """The entities a restore at the last marker decodes (markers not counted), weighed as the
+    cadence weighs them (a part of seen ids as its ids)."""
     read = 0
     for message in log.messages[snapshot_start(log.messages[-1]):]:
         if not message.key().startswith(b'["commit"'):
             one: dict = {}
             entity_batch.decode(message.value(), one)
-            read += sum(len(entities) for entities in one.values())
+            read += sum(entities.weight() for entities in one.values())
     return read
 
 
@@ -197,7 +198,7 @@ def _grow_and_rewrite(steps) -> tuple[Log, Engine, list[int]]:
             made += 1
         engine.changed.update([key for key in keys(engine) if key[0] == "p"][:rewritten])
         log.transaction(engine, writer, n, n)
-        reads.append((_read(log), len(keys(engine))))
+        reads.append((_read(log), weight(engine)))
     return log, engine, reads
 
 
@@ -221,7 +222,42 @@ def test_a_state_that_only_grows_takes_no_snapshot_and_one_rewritten_does():
     assert reads[-1][0] == reads[-1][1] + 150 - 1  # every entity once, but the stream time once a transaction
     log, _, reads = _grow_and_rewrite([(8, 0)] * 50 + [(0, 40)] * 100)
     assert sum(m.key().startswith(b'["snapshot"') for m in log.messages) >= 4
-    assert max(read / live for read, live in reads) <= 1.5 and len(log.messages) > 10 * reads[-1][0] / 40
+    written = 0
+    for message in log.messages:
+        if not message.key().startswith(b'["commit"'):
+            one: dict = {}
+            entity_batch.decode(message.value(), one)
+            written += sum(entities.weight() for entities in one.values())
+    assert max(read / live for read, live in reads) <= 1.5 and written > 3 * reads[-1][0]  # the history is longer
+
+
+def test_a_window_of_many_ids_weighs_what_it_holds_in_the_cadence_and_the_chunks():
+    """An hour of ids at an exchange's rate outweighs the book: the cadence weighs a part of seen
+    ids as its ids (rewriting a few positions does not rewrite the whole window every half a book),
+    and a snapshot chunk holds about ``chunk_entities`` ids, not that many parts."""
+    engine, log = Engine(sc.SYMBOLS, reservation_timeout_ms=60_000, dedup_window_ms=3_600_000), Log()
+    for i in range(12_000):
+        engine.apply(Fill(f"fill-{i:08d}", f"A{i % 20}", "BTCUSDT", "BUY" if i % 20 < 10 else "SELL", D("0.001"),
+                          D(100), D(0), "TRADE", None, 1_000 + i))
+        if i % 500 == 499:  # 24 transactions: parts of 500 ids
+            log.transaction(engine, SnapshotWriter(min_records=1, chunk_entities=10**6), i, i)
+    writer = SnapshotWriter(min_records=1, chunk_entities=1_000)
+    position_keys = [key for key in keys(engine) if key[0] == "p"]
+    assert len(position_keys) == 20 and weight(engine) > 12_000 > 100 * len(keys(engine))
+    for n in range(100):  # 2,000 rewrites: a fifth of the window's weight, 30 times the keys
+        engine.changed.update(position_keys)
+        log.transaction(engine, writer, 100 + n, 100 + n)
+    assert writer.size == 0 and writer.complete is None  # no snapshot: a restore reads < 1.5x the state
+    chunks = []
+    writer.start([(engine, "USDT", keys(engine))], weight(engine))
+    while writer.in_progress:
+        written: dict = {}
+        for_chunk = []
+        writer.write(lambda key, value, on_offset=None: for_chunk.append(value))
+        for value in for_chunk:
+            entity_batch.decode(value, written)
+        chunks.append(sum(entities.weight() for entities in written.values()))
+    assert len(chunks) >= 12 and max(chunks) <= 1_000 + 500 and sum(chunks) == weight(engine)
 
 
 def test_snapshot_records_stay_under_the_record_size_however_large_the_entities():
