@@ -28,10 +28,12 @@ written, at most one more state: it is written ``chunk_entities`` a transaction)
 read amplification, not the volume written: a state that only grows (a book being built, every
 record a new position or wallet) is its own compact history and takes no snapshot, while a state
 that no longer grows is written whole once every half state of changes, two snapshot entities per
-changed entity. The state is counted only when the entities written since could have reached that
-bound (:meth:`SnapshotWriter.due`), so the count costs a pass over the state once every half state
-of changes at most. A state that shrinks (positions closed: tombstones) is counted at half the last
-snapshot's size, so a restore reads at most 1.5 times the larger of the state and that snapshot.
+changed entity. Entities are weighed by what they cost to write and read (:func:`~..engine.state.weight`:
+a part of the de-duplication window as many as the ids it holds), and so is a chunk. The state is
+weighed only when the entities written since could have reached that bound
+(:meth:`SnapshotWriter.due`), a pass over the state once every half state of changes at most. A
+state that shrinks (tombstones) is weighed again once half the last snapshot's weight has been
+written since, so a restore then reads at most 1.5 times that snapshot.
 
 Compaction: snapshot records are keyed ``["snapshot", slot, n]`` with the slot alternating (0, 1),
 so writing one snapshot never overwrites the chunks of the complete one before it; commit markers
@@ -78,8 +80,8 @@ class SnapshotWriter:
     """Changelog entities written since the latest snapshot started (or since the task began)."""
     markers_since: int = 0
     threshold: int = 0
+    """``since`` at which :meth:`due` weighs the state again."""
     _live: int = 0  # the state's weight when due() last weighed it
-    """``since`` at which :meth:`due` counts the state again."""
     size: int = 0
     """Entities of the latest snapshot started."""
     slot: int = 1
@@ -97,8 +99,9 @@ class SnapshotWriter:
         """Whether a restore would now read more than the live state and a ``1 / TAIL_DIVISOR`` of
         it: the latest snapshot and the ``since`` entities written after it, against the entities
         the ``(engine, settle asset)`` pairs hold, all weighed as :func:`~..engine.state.weight` (a
-        part of seen ids as many entities as it holds ids). The state is weighed (a pass over it) only once ``since`` reaches :attr:`threshold`, the least it takes for that to
-        be so had nothing been added since the last count."""
+        part of seen ids as many entities as it holds ids). The state is weighed (a pass over it)
+        only once ``since`` reaches :attr:`threshold`, the least it takes for that to be so had
+        nothing been added since it was last weighed."""
         if self.in_progress:
             return False
         if self.markers_since >= MARKER_KEYS // 2:
