@@ -515,10 +515,10 @@ class RankingIndex:
         while True:
             if k >= count:
                 rows, ordered = self._order(side, columns.rows(), scores, notional, mark)
-                return self._candidates(side, rows, ordered, mark, limit)
+                return self._candidates(side, rows, ordered, mark, limit, covering)[0]
             rows, ordered = self._order(side, _top(scores, notional, k), scores, notional, mark)
-            head = self._candidates(side, rows, ordered, mark, limit)
-            if sum((c.position.free for c in head), Decimal(0)) >= covering:
+            head, covered = self._candidates(side, rows, ordered, mark, limit, covering)
+            if covered:
                 return head
             k *= 8
 
@@ -601,11 +601,24 @@ class RankingIndex:
         return rows, s
 
     @staticmethod
-    def _candidates(side: _Side, rows: np.ndarray, scores: np.ndarray, mark: Decimal,
-                    limit: int | None) -> list[Candidate]:
+    def _candidates(side: _Side, rows: np.ndarray, scores: np.ndarray, mark: Decimal, limit: int | None,
+                    covering: Decimal | None = None) -> tuple[list[Candidate], bool]:
+        """The candidates of ``rows`` in that order (at most ``limit``); with ``covering``, only up to
+        the first whose free quantity, with those before it, reaches it (a queue policy takes no
+        more: usually the first covers, and a candidate's exact notional and free quantity are
+        ``Decimal`` work). Also whether they cover."""
         positions = side.positions
-        return [Candidate(positions[row], score, positions[row].quantity.copy_abs() * mark)
-                for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist())]
+        if covering is None:
+            return [Candidate(positions[row], score, positions[row].quantity.copy_abs() * mark)
+                    for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist())], True
+        out, free = [], Decimal(0)
+        for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist()):
+            position = positions[row]
+            out.append(Candidate(position, score, position.quantity.copy_abs() * mark))
+            free += position.free
+            if free >= covering:
+                return out, True
+        return out, False
 
     # -- views ---------------------------------------------------------------------------------
 
