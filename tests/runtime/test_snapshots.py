@@ -97,7 +97,7 @@ def test_a_restore_from_the_latest_snapshot_equals_one_from_the_whole_history(ma
             i, seq, crash = restored.offsets.get("USDT", {}).get(INPUT, 0), restored.seq, None
         elif i - 1 in commits:
             if i - 1 in rewrites:
-                engine.changed.update(keys(engine))
+                engine.changed.update(dict.fromkeys(keys(engine)))
             log.transaction(engine, writer, seq, i)
             seq += 1
     log.transaction(engine, writer, seq, i)
@@ -118,7 +118,7 @@ def test_a_snapshot_cut_short_is_never_named_and_its_records_are_discarded():
     writer = SnapshotWriter(min_records=1, chunk_entities=1)
     for i, record in enumerate(sc.STREAM[:6]):
         _apply(engine, record)
-        engine.changed.update(keys(engine))  # every entity rewritten: snapshots become due
+        engine.changed.update(dict.fromkeys(keys(engine)))  # every entity rewritten: snapshots become due
         log.transaction(engine, writer, i, i + 1)
     committed, named = _state(engine), snapshot_start(log.messages[-1])
     assert named > 0  # small chunks: snapshots completed along the way, the last marker names one
@@ -138,7 +138,7 @@ def test_the_records_a_restore_reads_stay_bounded_by_the_state_not_the_history()
     for record in sc.STREAM[:3]:
         _apply(engine, record)
     for n in range(200):
-        engine.changed.update(keys(engine))  # every entity rewritten each transaction
+        engine.changed.update(dict.fromkeys(keys(engine)))  # every entity rewritten each transaction
         log.transaction(engine, writer, n, n)
     restored, _ = log.restored()
     state = len(keys(engine))
@@ -158,7 +158,7 @@ def test_a_restore_reads_at_most_a_snapshot_and_half_a_state_of_changes():
     position_keys = [key for key in keys(engine) if key[0] == "p"]
     most = 0
     for n in range(300):
-        engine.changed.update(position_keys[(n * changed) % len(position_keys):][:changed])
+        engine.changed.update(dict.fromkeys(position_keys[(n * changed) % len(position_keys):][:changed]))
         log.transaction(engine, writer, n, n)
         start = snapshot_start(log.messages[-1])
         read = 0
@@ -195,7 +195,7 @@ def _grow_and_rewrite(steps) -> tuple[Log, Engine, list[int]]:
             engine.apply(Fill(f"f{made}", f"A{made:05d}", "BTCUSDT", "BUY" if made % 2 else "SELL", D("0.001"),
                               D(100), D(0), "TRADE", None, 1_000 + made))
             made += 1
-        engine.changed.update([key for key in keys(engine) if key[0] == "p"][:rewritten])
+        engine.changed.update(dict.fromkeys([key for key in keys(engine) if key[0] == "p"][:rewritten]))
         log.transaction(engine, writer, n, n)
         reads.append((_read(log), len(keys(engine))))
     return log, engine, reads
