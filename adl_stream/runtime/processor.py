@@ -73,7 +73,7 @@ from .kafka import (
     input_consumer_config,
     producer_config,
 )
-from .memory import release, restoring, settle
+from .memory import collect_young_at_commits, release, restoring, settle
 from .merge import EventTimeMerger
 from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
@@ -241,6 +241,7 @@ class Processor:
             self._live_from = self._start_at(self.inputs, [TopicPartition(t, p) for t, p in self._inputs])
         producer = None
         code = EXIT_OK
+        thresholds = collect_young_at_commits()
         try:
             if self._dry_run is not None:
                 self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
@@ -297,6 +298,7 @@ class Processor:
             self.health.set_ready(False)
             self.health.stop()
             gc.unfreeze()  # the state is the collector's again: dropped with the processor, it goes
+            gc.set_threshold(*thresholds)
             log.info("stopped", exit_code=code)
         return code
 
