@@ -114,8 +114,10 @@ class Engine:
         self.stream_time = -1
         self._advanced: Outcome | None = None
         self._received_ts: int | None = None
-        self.changed: set[tuple[str, ...]] = set()
-        """Keys (:mod:`.state`) of the entities changed since the runtime last took them."""
+        self.changed: dict[tuple[str, ...], None] = {}
+        """Keys (:mod:`.state`) of the entities changed since the runtime last took them, in the
+        order they first changed (a dict used as an ordered set: the same records give the same
+        order, so :func:`.state.take` needs no sort for deterministic changelog bytes)."""
         self._shortfalls = ShortfallContext(
             book=self.book,
             index=self.index,
@@ -239,14 +241,14 @@ class Engine:
             changed = self.changed
             crossed = self.indicators.due(self.stream_time, ts)
             self.stream_time = ts
-            changed.add(STREAM_TIME)
+            changed[STREAM_TIME] = None
             self.seen.evict(ts)  # its parts are taken as changes by state.take_changes
             expired = self.reservations.expire(ts)
             for reservation in expired:
                 position = reservation.position
                 self.book.discard_if_idle(position)
-                changed.add((RESERVATION, reservation.order_id, position.account_id))
-                changed.add((POSITION, position.symbol, position.account_id))
+                changed[(RESERVATION, reservation.order_id, position.account_id)] = None
+                changed[(POSITION, position.symbol, position.account_id)] = None
             outcome.expired = expired
             if crossed is not None:
                 outcome.indicators = self.indicators.publish(self, crossed, changed)
@@ -279,22 +281,23 @@ class Engine:
         if position.light and not position.q:  # closed: a tombstone for its light
             position.light = 0
             self.indicators.unlit.add((fill.symbol, fill.account_id))
-            self.changed.add((LIGHT, fill.symbol, fill.account_id))
+            self.changed[(LIGHT, fill.symbol, fill.account_id)] = None
         units = accounts.apply_fill(slot, realized - fee, fill.ts, self.stream_time - self.max_lateness_ms)
         if units is not None:
             self.index.balance_changed(account, asset, units)
-        self.book.discard_if_idle(position)
+        if not position.q:  # (an open position is never idle)
+            self.book.discard_if_idle(position)
         changed = self.changed
-        changed.add((POSITION, fill.symbol, fill.account_id))
-        changed.add((WALLET, fill.account_id, spec.settle_asset))
+        changed[(POSITION, fill.symbol, fill.account_id)] = None
+        changed[(WALLET, fill.account_id, spec.settle_asset)] = None
         if fill.kind == ADL:
-            changed.add((RESERVATION, fill.adl_order_id, fill.account_id))
+            changed[(RESERVATION, fill.adl_order_id, fill.account_id)] = None
         return outcome
 
     def _fund_changed(self, fund_id: str) -> None:
-        self.changed.add((FUND, fund_id))
+        self.changed[(FUND, fund_id)] = None
         if self.funds.window_ms is not None:
-            self.changed.add((FUND_HISTORY, fund_id))
+            self.changed[(FUND_HISTORY, fund_id)] = None
 
     def _wallet_changed(self, account_id: str, asset: str, amount: int, ts: int) -> None:
         """``amount`` in units of 1e-36."""
@@ -312,7 +315,7 @@ class Engine:
         self._advance(mark.ts, outcome)
         self.marks[mark.symbol] = (mark.mark_price, mark.ts)
         self.index.mark_changed(mark.symbol, mark.mark_price)
-        self.changed.add((MARK, mark.symbol))
+        self.changed[(MARK, mark.symbol)] = None
         return outcome
 
     def _balance(self, update: BalanceUpdate) -> Outcome:
@@ -331,7 +334,7 @@ class Engine:
             return outcome
         self._advance(update.ts, outcome)
         self.index.balance_changed(update.account_id, update.asset, units)
-        self.changed.add((WALLET, update.account_id, update.asset))
+        self.changed[(WALLET, update.account_id, update.asset)] = None
         return outcome
 
     def _flow(self, flow: FundFlow) -> Outcome:
@@ -368,8 +371,8 @@ class Engine:
             self._fund_changed(decision.fund_id)
         for order in orders:
             for account in (order.account_id, order.bankrupt_account_id):
-                changed.add((RESERVATION, order.order_id, account))
-                changed.add((POSITION, order.symbol, account))
+                changed[(RESERVATION, order.order_id, account)] = None
+                changed[(POSITION, order.symbol, account)] = None
         outcome.orders, outcome.decision = orders, decision
         return outcome
 

@@ -239,17 +239,17 @@ class _Side:
     def put(self, positions: list[Position]) -> None:
         """Add these positions (none on another side) or update their rows, and move their terms into
         their accounts' equities."""
-        rows = np.empty(len(positions), dtype=np.intp)
-        q = np.empty(len(positions))
-        cost = np.empty(len(positions))
-        free = np.empty(len(positions))
-        for i, position in enumerate(positions):
+        # Python lists filled in the loop, numpy columns written once after it (a numpy item set per
+        # value cost more than the rest of the loop)
+        rows, q_list, cost_list, free_list = [], [], [], []
+        new_rows, new_accounts = [], []
+        for position in positions:
             size = abs(position.q)  # int / int is correctly rounded: the float of the exact value
             reserved = position.reserved
-            q[i] = free[i] = size / QUANTITY_UNIT
-            cost[i] = abs(position.c) / MONEY_UNIT
-            if reserved:
-                free[i] = (size - to_units(reserved, QUANTITY_SCALE)) / QUANTITY_UNIT
+            q = size / QUANTITY_UNIT
+            q_list.append(q)
+            cost_list.append(abs(position.c) / MONEY_UNIT)
+            free_list.append((size - to_units(reserved, QUANTITY_SCALE)) / QUANTITY_UNIT if reserved else q)
             row = position.row
             if row < 0:
                 row = position.row = shared_int(self._n)
@@ -258,10 +258,15 @@ class _Side:
                     for name in ("q", "cost", "free", "term", "slot", "blocked"):
                         setattr(self, name, _grown(getattr(self, name)))
                 self.positions.append(position)
-                self.slot[row] = self.accounts.slot(position.account_id)
-                self.term[row] = 0
-                self.blocked[row] = False
-            rows[i] = row
+                new_rows.append(row)
+                new_accounts.append(position.account_id)
+            rows.append(row)
+        if new_rows:
+            self.slot[new_rows] = self.accounts.slots(new_accounts)
+            self.term[new_rows] = 0
+            self.blocked[new_rows] = False
+        rows = np.array(rows, dtype=np.intp)
+        q, cost, free = np.array(q_list), np.array(cost_list), np.array(free_list)
         cost *= UNITS
         blocked = free <= 0
         self.q[rows], self.cost[rows], self.free[rows] = q, cost, free

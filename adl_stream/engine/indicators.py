@@ -81,7 +81,7 @@ class Indicators:
             return now // self.interval_ms * self.interval_ms
         return None
 
-    def publish(self, engine: Engine, ts: int, changed: set) -> list[AdlIndicator | IndicatorCleared]:
+    def publish(self, engine: Engine, ts: int, changed: dict) -> list[AdlIndicator | IndicatorCleared]:
         """Rank every side, and return the records of the lights that changed and the tombstones."""
         out: list[AdlIndicator | IndicatorCleared] = []
         score = engine.queue_policy().score
@@ -104,13 +104,13 @@ class Indicators:
                 for i in np.flatnonzero(old != signed).tolist():
                     position = view.positions[i]
                     position.light = int(signed[i])
-                    changed.add(("l", symbol, position.account_id))
+                    changed[("l", symbol, position.account_id)] = None
                     out.append(AdlIndicator(symbol, position.account_id, side, int(new[i]), i + 1, n,
                                             float(view.scores[i]), ts))
         for symbol, account in sorted(self.unlit):
             position = engine.book.get(account, symbol)
             if position is None or not position.light:
                 out.append(IndicatorCleared(symbol, account, ts))
-            changed.add(("l", symbol, account))
+            changed[("l", symbol, account)] = None
         self.unlit.clear()
         return out

@@ -175,6 +175,10 @@ class PositionBook:
     def in_symbol(self, symbol: str):
         return self._by_symbol.get(symbol, {}).values()
 
+    def by_account(self, symbol: str) -> dict[str, Position]:
+        """The positions in ``symbol`` by account, as the book holds them (read it, do not change it)."""
+        return self._by_symbol.get(symbol) or {}
+
     def of_account(self, account_id: str):
         """The account's positions, by symbol in the order symbols were first seen."""
         for positions in self._by_symbol.values():

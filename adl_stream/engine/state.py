@@ -21,7 +21,7 @@ key                         value
 ``("t",)``                  stream time
 =========================== =========================================================
 
-The engine adds the key of every entity it changes to ``Engine.changed``; :func:`take_changes`
+The engine adds the key of every entity it changes to ``Engine.changed`` (an insertion-ordered dict); :func:`take_changes`
 turns them into ``(key, value)`` pairs, ``value`` None for an entity that no longer exists. Applying
 all pairs ever taken, in order, to an empty mapping and handing it to :func:`restore` gives an
 engine equal to the original: same snapshot, same outputs for the same next records.
@@ -115,7 +115,7 @@ def weight(engine: Engine) -> int:
 
 def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
     """The entities changed since the last call, sorted by key, with their values now."""
-    changed, engine.changed = engine.changed, set()
+    changed, engine.changed = engine.changed, {}
     return [(key, value_of(engine, key)) for key in sorted(changed)] + [
         ((SEEN, segment, n), ids) for (segment, n), ids in engine.seen.take()]
 
@@ -234,22 +234,27 @@ _KINDS = (POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN, "ids", 
 def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) -> Entities:
     """The current values of ``keys`` (those gone are listed in ``gone``)."""
     out = Entities() if into is None else into
-    book_get, wallet_of = engine.book.get, engine.wallets.exact
+    by_account, wallet_of = engine.book.by_account, engine.wallets.exact
     positions, wallets, gone = out.positions, out.wallets, out.gone
+    held_symbol, held = None, {}  # the positions of the symbol of the last position key (most are of one)
     for key in keys:
         kind = key[0]
         if kind == POSITION:
-            position = book_get(key[2], key[1])
+            _, symbol, account = key
+            if symbol != held_symbol:
+                held_symbol, held = symbol, by_account(symbol)
+            position = held.get(account)
             if position is None:
                 gone.append(key)
             else:
-                positions[(key[1], key[2])] = (position.q, position.c)
+                positions[(symbol, account)] = (position.q, position.c)
         elif kind == WALLET:
-            wallet = wallet_of(key[1], key[2])
+            _, account, asset = key
+            wallet = wallet_of(account, asset)
             if wallet is None:
                 gone.append(key)
             else:
-                wallets[(key[1], key[2])] = wallet
+                wallets[(account, asset)] = wallet
         else:
             value = value_of(engine, key)
             if value is None:
@@ -260,9 +265,10 @@ def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) ->
 
 
 def take(engine: Engine) -> Entities:
-    """The entities changed since the last take (:func:`take_changes` by kind, in units)."""
-    changed, engine.changed = engine.changed, set()
-    out = gather(engine, sorted(changed))
+    """The entities changed since the last take (:func:`take_changes` by kind, in units), each
+    kind in the order its entities first changed (``Engine.changed``: deterministic, no sort)."""
+    changed, engine.changed = engine.changed, {}
+    out = gather(engine, changed)
     for (segment, n), ids in engine.seen.take():
         if ids is None:
             out.gone.append((SEEN, segment, n))

@@ -62,6 +62,24 @@ def restoring() -> Iterator[None]:
         gc.freeze()
 
 
+YOUNG_THRESHOLD = 100_000
+"""Tracked objects allocated (net of those freed) that start a young collection while the
+processor runs (Python's default: 700)."""
+
+
+def collect_young_at_commits() -> tuple[int, int, int]:
+    """While the processor runs: the young generation collected after :data:`YOUNG_THRESHOLD` more
+    tracked objects, not 700, since :func:`settle` collects the young generations after every
+    commit anyway. With the default, the state objects a transaction adds (positions, their keys,
+    wallets' lists) were walked by a young pass, then by a middle one, then by passes of the oldest
+    generation before the commit froze them: building a book of 1M positions spent 2.7 s of 30 s
+    collecting, 1.65 s with this (2026-12-01). Cyclic garbage is still collected at every commit,
+    and at the latest after this many objects. Returns the thresholds before, to put back."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    return before
+
+
 def settle() -> None:
     """After a commit: collect the young generations (what is cyclic garbage by now goes), then
     freeze every object that is left out of later collections."""

@@ -148,6 +148,9 @@ class EventTimeMerger:
             # the heap for each record: the sort keys are unique).
             (_, _, _, offset), item = buffer.popleft()
             note(self._runs, key, offset)
+            # [key, end]: the run's next records move its end (note, inline; a release is never resumed
+            # after take_runs: the processor drains, then commits)
+            run = self._runs[-1]
             while buffer:
                 head = buffer[0][0]
                 if heads and heads[0][0] < head:
@@ -155,7 +158,7 @@ class EventTimeMerger:
                     break
                 yield item
                 (_, _, _, offset), item = buffer.popleft()
-                note(self._runs, key, offset)
+                run[1] = offset + 1
             else:
                 empty_since[key] = now
                 yield item

@@ -73,7 +73,7 @@ from .kafka import (
     input_consumer_config,
     producer_config,
 )
-from .memory import release, restoring, settle
+from .memory import collect_young_at_commits, release, restoring, settle
 from .merge import EventTimeMerger
 from .merge_order import MERGE_HEADER, RecordedOrder, encode_runs
 from .metrics import HealthServer, ProcessorMetrics
@@ -245,6 +245,7 @@ class Processor:
             self._live_from = self._start_at(self.inputs, [TopicPartition(t, p) for t, p in self._inputs])
         producer = None
         code = EXIT_OK
+        thresholds = collect_young_at_commits()
         try:
             if self._dry_run is not None:
                 self.checkpoint = PrintingCheckpoint(self._dry_run, self.codec, s.topics)
@@ -301,6 +302,7 @@ class Processor:
             self.health.set_ready(False)
             self.health.stop()
             gc.unfreeze()  # the state is the collector's again: dropped with the processor, it goes
+            gc.set_threshold(*thresholds)
             log.info("stopped", exit_code=code)
         return code
 
@@ -598,7 +600,7 @@ class Processor:
         One pass over the batch with the look-ups bound once (this runs for every input record):
         the settle asset of a key and the domain of an asset are looked up once per batch."""
         routed, record_types, topology = self._routed, self._record_type, self.topology
-        tasks, n_tasks, decode = self.tasks, topology.tasks, self._decode
+        tasks, n_tasks, decode = self.tasks, topology.tasks, self.codec.decode
         asset_of_key, asset_of_record = topology.asset_of_key, topology.asset_of_record
         of_key: dict = {}  # (record type, key) -> settle asset
         domain_of: dict = {}  # settle asset -> its domain here, or None (owned elsewhere)
@@ -615,7 +617,10 @@ class Processor:
             record_type = record_types[topic]
             record = None
             if record_type is BalanceUpdate:  # keyed by account: the asset is in the value
-                record = decode(message, record_type)
+                try:
+                    record = decode(message.value(), record_type)
+                except Rejected as rejected:
+                    record = rejected
                 asset = UNROUTED if isinstance(record, Rejected) else asset_of_record(record)
             else:
                 raw_key = message.key()
@@ -631,18 +636,15 @@ class Processor:
             if offset < domain.offsets.get(key, 0):
                 continue  # applied before (the partition is read from the lowest offset any asset needs)
             if record is None:
-                record = decode(message, record_type)
+                try:
+                    record = decode(message.value(), record_type)
+                except Rejected as rejected:
+                    record = rejected
                 if not isinstance(record, Rejected) and (named := asset_of_record(record)) != asset:
                     record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
                                       f"the record to {named!r}")
             domain.merger.add(topic, partition, offset, getattr(record, "ts", None),
                               (message, record, consumed_at, key, offset))
-
-    def _decode(self, message, record_type):
-        try:
-            return self.codec.decode(message.value(), record_type)
-        except Rejected as rejected:
-            return rejected
 
     def _drain_all(self, caught_up: frozenset[PartitionKey], unfetched: frozenset[PartitionKey],
                    limit: int | None = None, deadline: float | None = None) -> tuple[int, bool]:

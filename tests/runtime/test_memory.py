@@ -41,3 +41,18 @@ def test_settle_freezes_what_survives_and_collects_young_cycles_first():
         assert ref() is None and gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
+
+
+def test_young_collections_wait_for_the_commits_and_the_thresholds_go_back():
+    import gc
+
+    from adl_stream.runtime.memory import YOUNG_THRESHOLD, collect_young_at_commits
+
+    before = gc.get_threshold()
+    returned = collect_young_at_commits()
+    try:
+        assert returned == before
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.set_threshold(*returned)
+    assert gc.get_threshold() == before

@@ -111,3 +111,46 @@ def test_ts_is_read_as_the_long_it_is_on_the_wire_without_a_datetime():
         record = MarkPrice("BTCUSDT", D("1.5"), ts)
         decoded = codec.decode(codec.encode(record), MarkPrice)
         assert decoded == record and type(decoded.ts) is int
+
+
+@given(units=st.lists(st.integers(-(10**39), 10**39) | st.sampled_from([0, 1, -1, 10**38 - 1, -(10**38) + 1, 10**38]),
+                      min_size=3, max_size=3))
+def test_the_direct_decode_reads_decimals_as_fastavro_does(units):
+    # adl-stream's own input schemas are read with their decimals as plain bytes, converted by the
+    # codec: the same Decimal (digits and exponent) as fastavro's decimal logical type, and the
+    # same refusal beyond decimal(38, 18)
+    from io import BytesIO
+
+    import fastavro
+
+    from adl_stream.wire.codec import HEADER_SIZE
+
+    schema = codec.schemas["Fill"]
+    _, plain, _ = codec._direct[schema.fingerprint]
+    fields = {"fill_id": "f", "account_id": "a", "symbol": "BTCUSDT", "side": "BUY", "kind": "TRADE",
+              "adl_order_id": None, "ts": 7}
+    for name, n in zip(("quantity", "price", "fee"), units):
+        fields[name] = n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+    out = BytesIO()
+    fastavro.schemaless_writer(out, plain, fields)
+    payload = b"\xc3\x01" + schema.fingerprint + out.getvalue()
+    if any(abs(n) >= 10**38 for n in units):
+        with pytest.raises(Rejected) as info:
+            codec.decode(payload, Fill)
+        assert info.value.reason == "decimal_out_of_range"
+        return
+    body = BytesIO(payload)
+    body.seek(HEADER_SIZE)
+    expected = fastavro.schemaless_reader(body, schema.decoding, None)  # the logical type's Decimals
+    decoded = codec.decode(payload, Fill)
+    for name in ("quantity", "price", "fee"):
+        assert getattr(decoded, name).as_tuple() == expected[name].as_tuple()
+    assert decoded == Fill(**expected)
+
+
+def test_records_under_a_registry_framing_of_adl_streams_own_schema_take_the_direct_way():
+    fill = sc.SETUP[5]
+    schema, body = codec.body(fill)
+    assert codec.read(b"\0\0\0\0\1" + body, 5, schema, None, Fill) == fill
+    with pytest.raises(Rejected, match="wrong_schema"):
+        codec.read(b"\0\0\0\0\1" + body, 5, schema, None, MarkPrice)
