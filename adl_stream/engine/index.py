@@ -51,6 +51,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
+from operator import truediv
 
 import numpy as np
 
@@ -164,6 +166,30 @@ def _grown(column: np.ndarray) -> np.ndarray:
     return np.concatenate([column, np.zeros(len(column) // 4 + 16, dtype=column.dtype)])
 
 
+def quantity_floats(q: list[int]) -> np.ndarray:
+    """``q / 10**18`` of each quantity (units), the float Python's ``int / int`` gives (correctly
+    rounded): in numpy where ``q`` is exactly a float64 (then one IEEE division by 1e18, itself
+    exact, rounds correctly too), in Python for the rest."""
+    n = len(q)
+    try:
+        exact = np.array(q, np.int64)
+    except OverflowError:  # beyond int64: every one in Python
+        return np.fromiter(map(truediv, q, repeat(QUANTITY_UNIT, n)), np.float64, n)
+    floats = exact.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        inexact = np.flatnonzero((np.abs(floats) >= 2.0**63) | (floats.astype(np.int64) != exact))
+    out = floats / 1e18
+    if len(inexact):
+        out[inexact] = [q[i] / QUANTITY_UNIT for i in inexact.tolist()]
+    return out
+
+
+def money_floats(units: list[int]) -> np.ndarray:
+    """``units / 10**36`` of each amount (units of 1e-36): Python's correctly rounded ``int / int``
+    (10**36 is no float64, so no IEEE shortcut rounds the same way)."""
+    return np.fromiter(map(truediv, units, repeat(MONEY_UNIT, len(units))), np.float64, len(units))
+
+
 class _Accounts:
     """The accounts of one settle asset: their dense slots are the wallets' (:class:`.wallets.Accounts`,
     one account map for both); by slot, the wallet and the equity in units."""
@@ -196,12 +222,24 @@ class _Accounts:
     def set_wallets(self, balances: dict[str, int]) -> None:
         """Set the wallets of these accounts (balances in units of 1e-36) and move the differences
         into their equities."""
-        slots = self.slots(list(balances))
-        values = np.fromiter((units / MONEY_UNIT for units in balances.values()), np.float64, len(balances))
+        self.set_slots(self.slots(list(balances)), list(balances.values()))
+
+    def set_slots(self, slots, units: list[int]) -> None:
+        """Set the wallets of the accounts in ``slots`` (distinct) to ``units`` (balances in units of
+        1e-36) and move the differences into their equities."""
+        if not len(slots):
+            return
+        slots = np.asarray(slots, np.intp)
+        if len(self.table) > len(self.wallet):
+            more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
+            self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
+            self.equity = np.concatenate([self.equity, np.zeros(more, dtype=np.int64)])
+        values = money_floats(units)
         wide = np.abs(values) >= LIMIT
         if wide.any() or self.wide_wallets:
-            for account, is_wide in zip(balances, wide.tolist()):
-                (self.wide_wallets.add if is_wide else self.wide_wallets.discard)(account)
+            ids = self.table.ids
+            for slot, is_wide in zip(slots.tolist(), wide.tolist()):
+                (self.wide_wallets.add if is_wide else self.wide_wallets.discard)(ids[slot])
         units = np.rint(values * UNITS).astype(np.int64)
         self.equity[slots] += units - self.wallet[slots]
         self.wallet[slots] = units
@@ -395,48 +433,39 @@ class RankingIndex:
     def mark_changed(self, symbol: str, mark: Decimal) -> None:
         self._marks[symbol] = float(mark) * UNITS
 
-    def load(self, positions: list[Position], exact: dict[tuple[str, str], tuple[int, int]], wallets) -> None:
+    def load(self, positions: list[Position], symbols: list[str], accounts: list[str], q: list[int],
+             c: list[int], balances: dict[str, tuple[list[int], list[int]]]) -> None:
         """Index a restored engine: its ``positions`` (none indexed yet, none reserved: reservations
-        are restored afterwards), ``exact`` the same positions as ``(symbol, account) -> (q, c)`` in
-        the same order, and its wallets ``(account, asset) -> (units, as_of, after)``, in bulk."""
-        by_asset: dict[str, dict[str, int]] = {}
-        assets = dict.fromkeys([asset for _, asset in wallets])
-        if len(assets) == 1:  # (the usual case: one settle asset, its balances in one pass)
-            by_asset[next(iter(assets))] = dict(zip([account_id for account_id, _ in wallets],
-                                                    [units for units, _, _ in wallets.values()]))
-        else:
-            for (account_id, asset), (units, _, _) in wallets.items():
-                of_asset = by_asset.get(asset)
-                if of_asset is None:
-                    of_asset = by_asset[asset] = {}
-                of_asset[account_id] = units
-        for asset, balances in by_asset.items():
-            self._accounts_of(asset).set_wallets(balances)
+        are restored afterwards) with, in the same order, their symbols, accounts and exact ``q``
+        and ``c`` (units), and per settle asset the wallet slots set and their balances (units), as
+        :meth:`.wallets.Wallets.load` returns them; in bulk, every float as :meth:`_Side.put` and
+        :meth:`_Accounts.set_wallets` compute it (:func:`quantity_floats`, :func:`money_floats`)."""
+        for asset, (slots, units) in balances.items():
+            self._accounts_of(asset).set_slots(slots, units)
         n = len(positions)
         if not n:
             return
-        keys, values = list(exact), list(exact.values())
-        # int / int: correctly rounded, and symmetric in sign (so |q / u| is |q| / u, and its sign q's)
-        signed = np.fromiter([q / QUANTITY_UNIT for q, _ in values], np.float64, n)
-        q = np.abs(signed)
-        cost = np.fromiter([abs(c) / MONEY_UNIT for _, c in values], np.float64, n) * UNITS
-        symbols = list(dict.fromkeys([symbol for symbol, _ in keys]))
-        if len(symbols) == 1:
+        signed = quantity_floats(q)
+        q_abs = np.abs(signed)
+        cost = np.abs(money_floats(c)) * UNITS
+        distinct = dict.fromkeys(symbols)
+        if len(distinct) == 1:
             group = np.zeros(n, np.int64)
         else:
-            code = {symbol: i for i, symbol in enumerate(symbols)}
-            group = np.fromiter([code[symbol] for symbol, _ in keys], np.int64, n) * 3
+            code = {symbol: i for i, symbol in enumerate(distinct)}
+            group = np.fromiter(map(code.__getitem__, symbols), np.int64, n) * 3
+        symbols = list(distinct)
         group += np.sign(signed).astype(np.int64) + 1  # 0 short, 1 flat, 2 long
-        objects, accounts = np.empty(n, dtype=object), np.empty(n, dtype=object)
-        objects[:], accounts[:] = positions, [account for _, account in keys]
+        objects, owners = np.empty(n, dtype=object), np.empty(n, dtype=object)
+        objects[:], owners[:] = positions, accounts
         order = np.argsort(group, kind="stable")
         bounds = np.searchsorted(group[order], np.arange(3 * len(symbols) + 1))
         for g in range(3 * len(symbols)):
             if g % 3 == 1 or bounds[g] == bounds[g + 1]:
                 continue
             rows = order[bounds[g]:bounds[g + 1]]
-            self._side(symbols[g // 3], g % 3 == 2).load(objects[rows].tolist(), q[rows], cost[rows],
-                                                          accounts[rows].tolist())
+            self._side(symbols[g // 3], g % 3 == 2).load(objects[rows].tolist(), q_abs[rows], cost[rows],
+                                                          owners[rows].tolist())
 
     # -- catching up ---------------------------------------------------------------------------
 

@@ -109,11 +109,11 @@ class Position:
 _new_position = object.__new__
 
 
-def _restored(account_id: str, symbol: str, units: tuple[int, int]) -> Position:
-    """A position from its exact values in units ``(q, c)``, nothing reserved (a restore's bulk
-    load: one plain call a position)."""
+def _restored(account_id: str, symbol: str, q: int, c: int) -> Position:
+    """A position from its exact values in units, nothing reserved (a restore's bulk load: one
+    plain call a position)."""
     position = _new_position(Position)
-    position.account_id, position.symbol, (position.q, position.c) = account_id, symbol, units
+    position.account_id, position.symbol, position.q, position.c = account_id, symbol, q, c
     position.reserved, position.row, position.light = ZERO, -1, 0
     return position
 
@@ -145,22 +145,30 @@ class PositionBook:
             position = in_symbol[account_id] = Position(account_id, symbol)
         return position
 
-    def load(self, positions: dict[tuple[str, str], tuple[int, int]]) -> list[Position]:
-        """Add positions ``(symbol, account) -> (q, c)`` (exact values in units) to a book that
-        holds none of them (a restore); returns them in the same order."""
+    def load(self, symbols: list[str], accounts: list[str], q: list[int],
+             c: list[int]) -> tuple[list[Position], list[int] | None]:
+        """Add positions, row ``i`` being ``(symbols[i], accounts[i]) -> (q[i], c[i])`` (exact
+        values in units), to a book that holds none of them (a restore). Returns the positions made
+        and None, or, when a key repeats (a later row overrides an earlier one, as in a dict), the
+        positions the book kept and their rows."""
         by_symbol = self._by_symbol
-        symbols, accounts = [symbol for symbol, _ in positions], [account for _, account in positions]
-        loaded = list(map(_restored, accounts, symbols, positions.values()))
+        loaded = list(map(_restored, accounts, symbols, q, c))
         distinct = dict.fromkeys(symbols)
+        held = 0
         for symbol in distinct:
-            if symbol not in by_symbol:
-                by_symbol[symbol] = {}
+            in_symbol = by_symbol.get(symbol)
+            if in_symbol is None:
+                in_symbol = by_symbol[symbol] = {}
+            held += len(in_symbol)
         if len(distinct) == 1:  # (one symbol: one dict update)
             by_symbol[symbols[0]].update(zip(accounts, loaded))
         else:
             for symbol, account, position in zip(symbols, accounts, loaded):
                 by_symbol[symbol][account] = position
-        return loaded
+        if sum(len(by_symbol[symbol]) for symbol in distinct) - held == len(loaded):
+            return loaded, None
+        kept = [i for i, position in enumerate(loaded) if by_symbol[position.symbol][position.account_id] is position]
+        return [loaded[i] for i in kept], kept
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .numbers import MONEY_SCALE, QUANTITY_SCALE, to_units
 
@@ -120,6 +120,27 @@ def take_changes(engine: Engine) -> list[tuple[Key, Any]]:
         ((SEEN, segment, n), ids) for (segment, n), ids in engine.seen.take()]
 
 
+class PositionRun(NamedTuple):
+    """Positions as columns (a record's, decoded; :meth:`Entities.add_positions`): row ``i`` is
+    ``(symbols[i], accounts[i]) -> (q[i], c[i])``."""
+
+    symbols: list[str]
+    accounts: list[str]
+    q: list[int]
+    c: list[int]
+
+
+class WalletRun(NamedTuple):
+    """Wallets as columns: row ``i`` is ``(accounts[i], assets[i]) -> (units[i], as_of[i],
+    after.get(i, ()))`` (``after``: only the rows that hold fills after ``as_of``)."""
+
+    accounts: list[str]
+    assets: list[str]
+    units: list[int]
+    as_of: list[int]
+    after: dict[int, tuple]
+
+
 class Entities:
     """An engine's entities by kind (what changelog records hold and a restore folds, in log order).
 
@@ -129,14 +150,20 @@ class Entities:
     ``reservations``: (order_id, account) -> (symbol, quantity, expires_at); ``seen``: (segment,
     part) -> ids (``ids``: id -> event time, the earlier one-id form); ``lights``: (symbol, account) -> light (0: its tombstone is due); ``stream_time``:
     None when unknown. ``gone``: the keys of entities that no longer exist (in a change set: a
-    restore removes them before it takes the rest of the set)."""
+    restore removes them before it takes the rest of the set).
 
-    __slots__ = ("positions", "wallets", "funds", "histories", "marks", "reservations", "seen", "ids",
-                 "lights", "stream_time", "gone")
+    Positions and wallets decoded from records of format 3 are held as *runs* of columns
+    (:meth:`add_positions`, :meth:`add_wallets`, and their tombstones in log order) until something
+    reads ``positions`` or ``wallets``, which folds them into the dicts (later rows override
+    earlier ones, as the dicts' ``update`` does); :func:`restore` loads the runs as columns without
+    ever building the dicts (:meth:`position_columns`, :meth:`wallet_columns`)."""
+
+    __slots__ = ("_positions", "_wallets", "funds", "histories", "marks", "reservations", "seen", "ids",
+                 "lights", "stream_time", "gone", "_runs")
 
     def __init__(self) -> None:
-        self.positions: dict[tuple[str, str], tuple[int, int]] = {}
-        self.wallets: dict[tuple[str, str], tuple[int, int, tuple]] = {}
+        self._positions: dict[tuple[str, str], tuple[int, int]] = {}
+        self._wallets: dict[tuple[str, str], tuple[int, int, tuple]] = {}
         self.funds: dict[str, Decimal] = {}
         self.histories: dict[str, tuple] = {}
         self.marks: dict[str, tuple[Decimal, int]] = {}
@@ -146,6 +173,89 @@ class Entities:
         self.lights: dict[tuple[str, str], int] = {}
         self.stream_time: int | None = None
         self.gone: list[Key] = []
+        self._runs: list[PositionRun | WalletRun | Key] = []  # in log order; a Key: a tombstone
+
+    @property
+    def positions(self) -> dict[tuple[str, str], tuple[int, int]]:
+        if self._runs:
+            self._fold()
+        return self._positions
+
+    @property
+    def wallets(self) -> dict[tuple[str, str], tuple[int, int, tuple]]:
+        if self._runs:
+            self._fold()
+        return self._wallets
+
+    def add_positions(self, run: PositionRun) -> None:
+        """Positions of a later record, as columns (they override those held with the same keys)."""
+        if run.accounts:
+            self._runs.append(run)
+
+    def add_wallets(self, run: WalletRun) -> None:
+        """Wallets of a later record, as columns."""
+        if run.accounts:
+            self._runs.append(run)
+
+    def _fold(self) -> None:
+        """Fold the runs into the dicts, in log order."""
+        runs, self._runs = self._runs, []
+        positions, wallets = self._positions, self._wallets
+        for run in runs:
+            if type(run) is PositionRun:
+                positions.update(zip(zip(run.symbols, run.accounts), zip(run.q, run.c)))
+            elif type(run) is WalletRun:
+                after = run.after
+                amounts = [after.get(i, ()) for i in range(len(run.units))] if after else [()] * len(run.units)
+                wallets.update(zip(zip(run.accounts, run.assets), zip(run.units, run.as_of, amounts)))
+            elif run[0] == POSITION:
+                positions.pop((run[1], run[2]), None)
+            else:
+                wallets.pop((run[1], run[2]), None)
+
+    def position_columns(self) -> tuple[list[str], list[str], list[int], list[int]]:
+        """(symbols, accounts, q, c) of the positions held, a row each. Keys may repeat when the
+        positions are runs (a later row overrides an earlier one; the loader resolves it, see
+        :meth:`.positions.PositionBook.load`); with a tombstone among the runs they are folded
+        first."""
+        runs = self._runs
+        if self._positions or any(type(run) is tuple and run[0] == POSITION for run in runs):
+            held = self.positions
+            values = list(held.values())
+            return ([symbol for symbol, _ in held], [account for _, account in held],
+                    [q for q, _ in values], [c for _, c in values])
+        symbols: list[str] = []
+        accounts: list[str] = []
+        q: list[int] = []
+        c: list[int] = []
+        for run in runs:
+            if type(run) is PositionRun:
+                symbols += run.symbols
+                accounts += run.accounts
+                q += run.q
+                c += run.c
+        return symbols, accounts, q, c
+
+    def wallet_columns(self) -> WalletRun:
+        """The wallets held as one run (keys may repeat, as in :meth:`position_columns`)."""
+        runs = self._runs
+        if self._wallets or any(type(run) is tuple and run[0] == WALLET for run in runs):
+            held = self.wallets
+            values = list(held.values())
+            return WalletRun([account for account, _ in held], [asset for _, asset in held],
+                             [units for units, _, _ in values], [as_of for _, as_of, _ in values],
+                             {i: after for i, (_, _, after) in enumerate(values) if after})
+        out = WalletRun([], [], [], [], {})
+        for run in runs:
+            if type(run) is WalletRun:
+                start = len(out.units)
+                out.accounts.extend(run.accounts)
+                out.assets.extend(run.assets)
+                out.units.extend(run.units)
+                out.as_of.extend(run.as_of)
+                if run.after:
+                    out.after.update({start + i: after for i, after in run.after.items()})
+        return out
 
     def _maps(self):
         return (self.positions, self.wallets, self.funds, self.histories, self.marks, self.reservations,
@@ -163,7 +273,7 @@ class Entities:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Entities):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in _COMPARED)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -205,6 +315,8 @@ class Entities:
             self.stream_time = None
         elif kind == SEEN and len(key) == 2:
             self.ids.pop(key[1], None)
+        elif kind in (POSITION, WALLET) and self._runs:  # after the runs, in log order
+            self._runs.append(tuple(key))
         elif kind in _KINDS:
             self._maps()[_KINDS.index(kind)].pop(key[1] if len(key) == 2 else (key[1], key[2]), None)
         else:
@@ -228,6 +340,8 @@ class Entities:
         return out + ([STREAM_TIME] if self.stream_time is not None else [])
 
 
+_COMPARED = ("positions", "wallets", "funds", "histories", "marks", "reservations", "seen", "ids", "lights",
+             "stream_time", "gone")
 _KINDS = (POSITION, WALLET, FUND, FUND_HISTORY, MARK, RESERVATION, SEEN, "ids", LIGHT)
 
 
@@ -286,8 +400,12 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
         for key, value in mapping.items():
             entities.put(key, value)
     book, index = engine.book, engine.index
-    loaded = book.load(entities.positions)
-    engine.wallets.load(entities.wallets)
+    symbols, accounts, q, c = entities.position_columns()
+    loaded, kept = book.load(symbols, accounts, q, c)
+    if kept is not None:  # a key repeated: the rows that stayed (the book's)
+        symbols, accounts = [symbols[i] for i in kept], [accounts[i] for i in kept]
+        q, c = [q[i] for i in kept], [c[i] for i in kept]
+    balances = engine.wallets.load(entities.wallet_columns())
     for fund_id, balance in entities.funds.items():
         engine.funds.restore(fund_id, balance)
     for fund_id, history in entities.histories.items():
@@ -305,7 +423,7 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
             position.light = light
         else:
             unlit.add((symbol, account))
-    index.load(loaded, entities.positions, entities.wallets)
+    index.load(loaded, symbols, accounts, q, c, balances)
     for (order_id, account), (symbol, quantity, expires_at) in sorted(entities.reservations.items()):
         position = book.get(account, symbol)
         if position is None:

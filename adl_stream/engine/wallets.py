@@ -216,36 +216,52 @@ class Wallets:
         after = accounts.after[slot]
         return (accounts.units[slot], as_of, tuple(after) if after else ())
 
-    def load(self, wallets: dict[tuple[str, str], tuple[int, int, tuple]]) -> None:
-        """Set wallets ``(account, asset) -> (units, as_of, after)`` (a restore, in bulk: per asset,
-        the slots in one pass and the columns set slot by slot, or as one slice where the slots are
-        new and consecutive, as in a fresh engine)."""
-        assets = dict.fromkeys([asset for _, asset in wallets])
-        by_asset: dict[str, list] = {}
-        if len(assets) == 1:  # (the usual case: one settle asset)
-            by_asset[next(iter(assets))] = [[account for account, _ in wallets], list(wallets.values())]
+    def load(self, wallets) -> dict[str, tuple[list[int], list[int]]]:
+        """Set wallets given as columns (a restore, in bulk; a :class:`~.state.WalletRun`: row ``i``
+        is ``(accounts[i], assets[i]) -> (units[i], as_of[i], after.get(i, ()))``, a later row of
+        the same key overriding an earlier one). Per asset, the slots are found in one pass and the
+        columns set as one slice where the slots are new and consecutive (a fresh engine), else slot
+        by slot. Returns, per asset, the slots set (each once) and their balances (units)."""
+        account_ids, assets, units, as_of, after = wallets
+        if not account_ids:
+            return {}
+        first_asset = assets[0]
+        by_asset: dict[str, list[int] | None] = {}
+        if assets.count(first_asset) == len(assets):  # (the usual case: one settle asset)
+            by_asset[first_asset] = None
         else:
-            for key, value in wallets.items():
-                of_asset = by_asset.get(key[1])
+            for row, asset in enumerate(assets):
+                of_asset = by_asset.get(asset)
                 if of_asset is None:
-                    of_asset = by_asset[key[1]] = [[], []]
-                of_asset[0].append(key[0])
-                of_asset[1].append(value)
-        for asset, (account_ids, values) in by_asset.items():
-            accounts = self.accounts(asset)
-            slots = accounts.slots(account_ids)
-            units_of, as_of_of = accounts.units, accounts.as_of
-            first, n = slots[0], len(slots)
-            if slots[-1] == first + n - 1 and first + n == len(accounts.ids) and slots == _shared_ints(first, first + n):
-                units_of[first:] = [units for units, _, _ in values]
-                as_of_of[first:] = array("q", [as_of for _, as_of, _ in values])
+                    of_asset = by_asset[asset] = []
+                of_asset.append(row)
+        out = {}
+        for asset, rows in by_asset.items():
+            if rows is None:
+                ids, values, times, later = account_ids, units, as_of, after
             else:
-                for slot, (units, as_of, _) in zip(slots, values):
-                    units_of[slot], as_of_of[slot] = units, as_of
-            after_of = accounts.after
-            for slot, (_, _, after) in zip(slots, values):
-                if after:
-                    after_of[slot] = list(after)
+                ids, values = [account_ids[i] for i in rows], [units[i] for i in rows]
+                times = [as_of[i] for i in rows]
+                later = {n: after[i] for n, i in enumerate(rows) if i in after} if after else {}
+            accounts = self.accounts(asset)
+            fresh = not accounts.slot_of
+            slots = accounts.slots(ids)
+            units_of, as_of_of, after_of = accounts.units, accounts.as_of, accounts.after
+            n = len(slots)
+            if fresh and len(accounts.ids) == n:  # every slot new, in order 0..n-1: one slice each
+                units_of[:] = values
+                as_of_of[:] = array("q", times)
+                for row, amounts in later.items():
+                    after_of[row] = list(amounts)
+                out[asset] = (slots, values)
+                continue
+            for row, (slot, balance, at) in enumerate(zip(slots, values, times)):  # a later row overrides
+                units_of[slot], as_of_of[slot] = balance, at
+                amounts = later.get(row)
+                after_of[slot] = list(amounts) if amounts else None
+            distinct = list(dict.fromkeys(slots))
+            out[asset] = (distinct, [units_of[slot] for slot in distinct])
+        return out
 
     def put(self, account_id: str, asset: str, wallet: Wallet) -> None:
         """Set a wallet as a whole (restoring state)."""

@@ -2,11 +2,11 @@
 
 Topic ``<group_id>-changelog`` (compacted), one partition per task (:mod:`.topology`). A transaction
 writes, to the partition of each task it advanced: the entities its engines changed, in *delta*
-records (format 2, :mod:`.entity_batch`: all of the task's changes of the transaction in one or a
+records (format 3, :mod:`.entity_batch`: all of the task's changes of the transaction in one or a
 few binary, columnar records keyed ``["delta", seq % MARKER_KEYS, n]``), then one *commit marker*
 (key ``["commit", seq % MARKER_KEYS]``) holding the input offsets every settle asset of the task
-has applied. Every record carries the header ``txn``, unique per transaction; records of format 2
-the header ``batch`` = ``2``. The offset after the marker is what the transaction commits for that
+has applied. Every record carries the header ``txn``, unique per transaction; records of format 3
+the header ``batch`` = ``3``. The offset after the marker is what the transaction commits for that
 partition in the group (through ``send_offsets_to_transaction``), so "committed" means one exact
 point of the changelog.
 
@@ -17,13 +17,14 @@ partly written transaction (a crash mid-commit) out of the restored state.
 
 ``seq`` counts the task's markers (header ``seq``); keying markers and deltas by it modulo
 :data:`MARKER_KEYS` lets compaction keep what a restore needs (see :mod:`.snapshots`). Snapshot
-records (key ``["snapshot", slot, n]``, format 2) hold a chunk of the whole state each; a marker's
+records (key ``["snapshot", slot, n]``, format 3) hold a chunk of the whole state each; a marker's
 header ``snapshot`` names the offset where the latest complete snapshot starts, and
 :func:`restore_task` reads from there.
 
 Format 1 (before 2026-12-01: one JSON record per entity keyed ``[settle_asset, kind, ...]``, JSON
 snapshot chunks, no ``batch`` header) is still read, so a changelog written by an earlier version
-restores; the writer writes format 2 only.
+restores; so is format 2 (header ``batch`` = ``2``, the same columns an Avro item each, before
+format 3 on 2026-12-01). The writer writes format 3 only.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ SNAPSHOT_HEADER = "snapshot"
 SNAPSHOT_SLOT_HEADER = "snapshot_slot"
 BATCH_HEADER = "batch"
 BATCH_HEADERS = [(BATCH_HEADER, entity_batch.FORMAT)]
-"""The headers of a record of format 2 (besides ``txn``)."""
+"""The headers of a record of the format written (3; besides ``txn``)."""
 
 Offsets = dict[tuple[str, int], int]
 
@@ -234,8 +235,8 @@ def _apply(restored: RestoredTask, message, headers: dict) -> None:
         if not message.key().startswith(SNAPSHOT_PREFIX):  # (a snapshot's tombstone holds nothing)
             asset, *key = json.loads(message.key())  # format 1: an entity gone
             _of(entities, asset).drop(tuple(key))
-    elif headers.get(BATCH_HEADER) == entity_batch.FORMAT:
-        entity_batch.decode(value, entities)
+    elif headers.get(BATCH_HEADER) in entity_batch.FORMATS:
+        entity_batch.decode(value, entities, headers[BATCH_HEADER])
     elif message.key().startswith(SNAPSHOT_PREFIX):  # format 1
         for asset, key, typed in decode_chunk(value):
             _of(entities, asset).put(key, typed)
