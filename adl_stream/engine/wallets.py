@@ -104,7 +104,12 @@ class Accounts:
                 self.ids, self.units, self.after = list(account_ids), [0] * n, [None] * n
                 self.as_of = array("q", [NO_WALLET]) * n
                 return slots
-            self.slot_of.clear()  # an id repeats: the general way
+            # an id repeats: the distinct ids in the order they first appear, numbered again
+            ids, n = list(self.slot_of), len(self.slot_of)
+            self.slot_of = dict(zip(ids, _shared_ints(0, n)))
+            self.ids, self.units, self.after = ids, [0] * n, [None] * n
+            self.as_of = array("q", [NO_WALLET]) * n
+            return list(map(self.slot_of.__getitem__, account_ids))
         get = self.slot_of.get
         slots = list(map(get, account_ids))
         if None in slots:
@@ -247,13 +252,24 @@ class Wallets:
             fresh = not accounts.slot_of
             slots = accounts.slots(ids)
             units_of, as_of_of, after_of = accounts.units, accounts.as_of, accounts.after
-            n = len(slots)
-            if fresh and len(accounts.ids) == n:  # every slot new, in order 0..n-1: one slice each
+            n, m = len(slots), len(accounts.ids)
+            if fresh and m == n:  # every slot new, in order 0..n-1: one slice each
                 units_of[:] = values
                 as_of_of[:] = array("q", times)
                 for row, amounts in later.items():
                     after_of[row] = list(amounts)
                 out[asset] = (slots, values)
+                continue
+            if fresh:  # slots 0..m-1, an id repeating: each slot takes its last row (numpy)
+                last = np.full(m, -1, np.int64)
+                np.maximum.at(last, np.array(slots, np.intp), np.arange(n, dtype=np.int64))
+                rows = last.tolist()
+                units_of[:] = [values[row] for row in rows]
+                as_of_of[:] = array("q", np.array(times, np.int64)[last].tolist())
+                for row, amounts in later.items():
+                    if rows[slots[row]] == row:
+                        after_of[slots[row]] = list(amounts)
+                out[asset] = (_shared_ints(0, m), list(units_of))
                 continue
             for row, (slot, balance, at) in enumerate(zip(slots, values, times)):  # a later row overrides
                 units_of[slot], as_of_of[slot] = balance, at

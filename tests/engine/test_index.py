@@ -3,7 +3,8 @@
 from contextlib import contextmanager
 from decimal import Decimal as D
 
-from hypothesis import given
+import numpy as np
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adl_stream.engine import (
@@ -204,3 +205,17 @@ def test_the_selected_set_is_the_head_of_the_queue_with_every_tie(data):
     kth = (scores[order[k - 1]], notional[order[k - 1]])
     want = {i for i in range(size) if (scores[i], notional[i]) >= kth}
     assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-(10**40), 10**40)
+                | st.integers(1, 10**6).map(lambda m: m * 10**15) | st.integers(-(2**54), 2**54), max_size=40))
+def test_the_bulk_floats_are_pythons_int_division_bit_for_bit(values):
+    """A restore computes the index's floats in numpy where that is exact (a quantity that is
+    exactly a float64, divided by 1e18, itself exact): the same bits as Python's correctly rounded
+    ``int / int``, which :meth:`_Side.put` uses; beyond int64 the column goes through Python."""
+    from adl_stream.engine.index import money_floats, quantity_floats
+    from adl_stream.engine.numbers import MONEY_UNIT, QUANTITY_UNIT
+
+    assert quantity_floats(values).tobytes() == np.array([v / QUANTITY_UNIT for v in values], np.float64).tobytes()
+    assert money_floats(values).tobytes() == np.array([v / MONEY_UNIT for v in values], np.float64).tobytes()
