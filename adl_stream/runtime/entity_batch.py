@@ -87,14 +87,7 @@ def _group(asset: str, entities: Entities) -> dict:
                     "as_of": [as_of for _, as_of, _ in wallets.values()],
                     "after": [[{"ts": ts, "amount": _bytes(amount)} for ts, amount in after]
                               for _, _, after in wallets.values()]},
-        "funds": [{"fund": fund, "balance": str(balance)} for fund, balance in entities.funds.items()],
-        "histories": [{"fund": fund, "entries": [{"time": time, "balance": str(balance), "until": until}
-                                                 for time, balance, until in history]}
-                      for fund, history in entities.histories.items()],
-        "marks": [{"symbol": symbol, "price": str(price), "ts": ts} for symbol, (price, ts) in entities.marks.items()],
-        "reservations": [{"order_id": order_id, "account": account, "symbol": symbol, "quantity": str(quantity),
-                          "expires_at": expires_at}
-                         for (order_id, account), (symbol, quantity, expires_at) in entities.reservations.items()],
+        **_decimal_strings(entities),
         "seen": [{"segment": segment, "part": part, "ids": list(ids)} for (segment, part), ids in entities.seen.items()],
         "lights": {"symbol": [name(symbol, len(names)) for symbol, _ in lights],
                    "account": [account for _, account in lights],
@@ -103,6 +96,35 @@ def _group(asset: str, entities: Entities) -> dict:
         "gone": [json.dumps(key, separators=(",", ":")) for key in entities.gone],
         "names": list(names),
     }
+
+
+def _decimal_strings(entities: Entities) -> dict:
+    """Funds, fund histories, marks and reservations as a group holds them (formats 2 and 3 alike:
+    a few entities each, their decimals as exact strings)."""
+    return {
+        "funds": [{"fund": fund, "balance": str(balance)} for fund, balance in entities.funds.items()],
+        "histories": [{"fund": fund, "entries": [{"time": time, "balance": str(balance), "until": until}
+                                                 for time, balance, until in history]}
+                      for fund, history in entities.histories.items()],
+        "marks": [{"symbol": symbol, "price": str(price), "ts": ts} for symbol, (price, ts) in entities.marks.items()],
+        "reservations": [{"order_id": order_id, "account": account, "symbol": symbol, "quantity": str(quantity),
+                          "expires_at": expires_at}
+                         for (order_id, account), (symbol, quantity, expires_at) in entities.reservations.items()],
+    }
+
+
+def _exact_decimals(group: dict, into: Entities) -> None:
+    """Funds, fund histories, marks and reservations of a decoded group (the same in formats 2 and
+    3: a few entities each, their decimals as exact strings)."""
+    for fund in group["funds"]:
+        into.funds[fund["fund"]] = Decimal(fund["balance"])
+    for history in group["histories"]:
+        into.histories[history["fund"]] = tuple((e["time"], Decimal(e["balance"]), e["until"])
+                                                for e in history["entries"])
+    for mark in group["marks"]:
+        into.marks[mark["symbol"]] = (Decimal(mark["price"]), mark["ts"])
+    for r in group["reservations"]:
+        into.reservations[(r["order_id"], r["account"])] = (r["symbol"], Decimal(r["quantity"]), r["expires_at"])
 
 
 def _entities(group: dict, into: Entities) -> None:
@@ -117,15 +139,7 @@ def _entities(group: dict, into: Entities) -> None:
     into.wallets.update(zip(zip(w["account"], [names[i] for i in w["asset"]]),
                             zip(_ints(w["balance"]), w["as_of"],
                                 [_amounts(after) if after else () for after in w["after"]])))
-    for fund in group["funds"]:
-        into.funds[fund["fund"]] = Decimal(fund["balance"])
-    for history in group["histories"]:
-        into.histories[history["fund"]] = tuple((e["time"], Decimal(e["balance"]), e["until"])
-                                                for e in history["entries"])
-    for mark in group["marks"]:
-        into.marks[mark["symbol"]] = (Decimal(mark["price"]), mark["ts"])
-    for r in group["reservations"]:
-        into.reservations[(r["order_id"], r["account"])] = (r["symbol"], Decimal(r["quantity"]), r["expires_at"])
+    _exact_decimals(group, into)
     for part in group["seen"]:
         into.seen[(part["segment"], part["part"])] = tuple(part["ids"])
     lights = group["lights"]
@@ -227,14 +241,7 @@ def _group3(asset: str, entities: Entities) -> dict:
                     "as_of": _longs([as_of for _, as_of, _ in held]),
                     "after_of": _codes(after_of), "after_n": _codes(after_n), "after_ts": _longs(after_ts),
                     "after_amount": _pack(after_amount)},
-        "funds": [{"fund": fund, "balance": str(balance)} for fund, balance in entities.funds.items()],
-        "histories": [{"fund": fund, "entries": [{"time": time, "balance": str(balance), "until": until}
-                                                 for time, balance, until in history]}
-                      for fund, history in entities.histories.items()],
-        "marks": [{"symbol": symbol, "price": str(price), "ts": ts} for symbol, (price, ts) in entities.marks.items()],
-        "reservations": [{"order_id": order_id, "account": account, "symbol": symbol, "quantity": str(quantity),
-                          "expires_at": expires_at}
-                         for (order_id, account), (symbol, quantity, expires_at) in entities.reservations.items()],
+        **_decimal_strings(entities),
         "seen": [{"segment": segment, "part": part, "ids": _join(list(ids))} for (segment, part), ids in entities.seen.items()],
         "lights": {"symbol": _codes([name(symbol, len(names)) for symbol, _ in lights]),
                    "account": _join([account for _, account in lights]),
@@ -272,15 +279,7 @@ def _entities3(group: dict, into: Entities) -> None:
                 start += count
         into.add_wallets(WalletRun(accounts, _named(names, w["asset"], n), _unpack(w["balance"], n),
                                    _numbers(w["as_of"], "<i8", n).tolist(), after))
-    for fund in group["funds"]:
-        into.funds[fund["fund"]] = Decimal(fund["balance"])
-    for history in group["histories"]:
-        into.histories[history["fund"]] = tuple((e["time"], Decimal(e["balance"]), e["until"])
-                                                for e in history["entries"])
-    for mark in group["marks"]:
-        into.marks[mark["symbol"]] = (Decimal(mark["price"]), mark["ts"])
-    for r in group["reservations"]:
-        into.reservations[(r["order_id"], r["account"])] = (r["symbol"], Decimal(r["quantity"]), r["expires_at"])
+    _exact_decimals(group, into)
     for part in group["seen"]:
         into.seen[(part["segment"], part["part"])] = tuple(_split(part["ids"]))
     lights = group["lights"]
