@@ -167,13 +167,9 @@ class PositionBook:
                 by_symbol[symbol][account] = position
         if sum(len(by_symbol[symbol]) for symbol in distinct) - held == len(loaded):
             return loaded, None
-        for row, position in enumerate(loaded, 2):  # -2 - its row until the index numbers it
-            position.row = -row
-        kept_positions = [position for symbol in distinct for position in by_symbol[symbol].values() if position.row <= -2]
-        kept = [-2 - position.row for position in kept_positions]
-        for position in kept_positions:
-            position.row = -1
-        return kept_positions, kept
+        row_of = {id(position): row for row, position in enumerate(loaded)}
+        kept = [position for symbol in distinct for position in by_symbol[symbol].values() if id(position) in row_of]
+        return kept, [row_of[id(position)] for position in kept]
 
     def discard_if_idle(self, position: Position) -> None:
         """Forget a flat position that no reservation holds."""

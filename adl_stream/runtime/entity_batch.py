@@ -28,8 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import marshal
-import sys
-from array import array
 from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
@@ -49,7 +47,6 @@ FORMAT = b"3"
 FORMATS = (FORMAT_2, FORMAT)
 """The formats :func:`decode` reads."""
 _MARSHAL_VERSION = 2  # no back-references: the layout of the schema's doc, item after item
-_BIG_ENDIAN = sys.byteorder == "big"
 RECORD_BYTES = 256 * 1024
 """A record's entities are split once their estimated size reaches this."""
 _ENTITY_BYTES = 48
@@ -161,21 +158,14 @@ def _unpack(raw: bytes, n: int) -> list[int]:
     return values
 
 
-def _fixed(values: list[int], code: str) -> bytes:
-    packed = array(code, values)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()
-
-
 def _codes(values: list[int]) -> bytes:
     """Codes: int32, little-endian."""
-    return _fixed(values, "i")
+    return np.array(values, "<i4").tobytes()
 
 
 def _longs(values: list[int]) -> bytes:
     """Longs: int64, little-endian."""
-    return _fixed(values, "q")
+    return np.array(values, "<i8").tobytes()
 
 
 def _numbers(raw: bytes, dtype: str, n: int) -> np.ndarray:
@@ -349,9 +339,9 @@ def encode(by_asset: dict[str, Entities], format: bytes = FORMAT) -> list[bytes]
 def decode(raw: bytes, into: dict[str, Entities], format: bytes = FORMAT) -> None:
     """Fold a record of ``format`` (its ``batch`` header, one of :data:`FORMATS`) into ``into``
     (settle asset -> entities), in log order."""
-    schema, fold = (SCHEMA_3, _entities3) if format == FORMAT else (SCHEMA, _entities)
     if format not in FORMATS:
         raise ValueError(f"changelog record of format {format!r}: this version reads {FORMATS}")
+    schema, fold = (SCHEMA_3, _entities3) if format == FORMAT else (SCHEMA, _entities)
     for group in fastavro.schemaless_reader(BytesIO(raw), schema, None)["groups"]:
         asset = group["asset"]
         entities = into.get(asset)

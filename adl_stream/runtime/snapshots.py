@@ -81,7 +81,6 @@ class SnapshotWriter:
     markers_since: int = 0
     threshold: int = 0
     """``since`` at which :meth:`due` weighs the state again."""
-    _live: int = 0  # the state's weight when due() last weighed it
     size: int = 0
     """Entities of the latest snapshot started."""
     slot: int = 1
@@ -95,23 +94,23 @@ class SnapshotWriter:
     def in_progress(self) -> bool:
         return self._pending is not None
 
-    def due(self, engines: Iterable[tuple[Any, str]]) -> bool:
-        """Whether a restore would now read more than the live state and a ``1 / TAIL_DIVISOR`` of
-        it: the latest snapshot and the ``since`` entities written after it, against the entities
+    def due(self, engines: list[tuple[Any, str]]) -> int | None:
+        """The state's weight when a snapshot is due, else None. It is due when a restore would now
+        read more than the live state and a ``1 / TAIL_DIVISOR`` of it: the latest snapshot and the ``since`` entities written after it, against the entities
         the ``(engine, settle asset)`` pairs hold, all weighed as :func:`~..engine.state.weight` (a
         part of seen ids as many entities as it holds ids). The state is weighed (a pass over it)
         only once ``since`` reaches :attr:`threshold`, the least it takes for that to be so had
         nothing been added since it was last weighed."""
         if self.in_progress:
-            return False
-        if self.markers_since >= MARKER_KEYS // 2:
-            return True
-        if self.since < max(self.min_records, self.threshold):
-            return False
-        live = self._live = sum(weight(engine) for engine, _ in engines)
+            return None
+        if self.markers_since < MARKER_KEYS // 2 and self.since < max(self.min_records, self.threshold):
+            return None
+        live = sum(weight(engine) for engine, _ in engines)
         most = live + live // TAIL_DIVISOR
         self.threshold = most - self.size + 1
-        return self.size + self.since > most
+        if self.markers_since >= MARKER_KEYS // 2 or self.size + self.since > most:
+            return live
+        return None
 
     def step(self, produce: Produce, written: int, engines: Iterable[tuple[Any, str]]) -> int:
         """After a transaction's ``written`` entity records of the task: start a snapshot of the
@@ -119,8 +118,9 @@ class SnapshotWriter:
         progress. Returns the snapshot records produced."""
         self.since += written
         engines = list(engines)
-        if self.due(engines):
-            self.start(((engine, asset, keys(engine)) for engine, asset in engines), self._live)
+        live = self.due(engines)
+        if live is not None:
+            self.start(((engine, asset, keys(engine)) for engine, asset in engines), live)
         return self.write(produce) if self.in_progress else 0
 
     def marked(self) -> None:

@@ -31,7 +31,7 @@ from ..engine.errors import Rejected
 from ..engine.indicators import AdlIndicator
 from ..engine.numbers import WIRE_LIMIT, WIRE_PRECISION, WIRE_SCALE, to_wire
 from .resolution import resolution_problems
-from .schemas import Schema, load_schemas
+from .schemas import Schema, load_schemas, without_timestamps
 
 _schemaless_reader = fastavro.schemaless_reader
 MAGIC = b"\xc3\x01"
@@ -183,20 +183,17 @@ def _direct_reader(schema: Schema, cls: type, names: tuple[str, ...], decimals: 
     and exponent), and the range check is on the unscaled integer. The record is made as its
     dataclass ``__init__`` makes it (each slot set through the object's own setter, as
     ``object.__setattr__`` does for a frozen dataclass), without the keyword arguments."""
-    document = json.loads(schema.text)
-    fields = document.get("fields", [])
+    plain = without_timestamps(json.loads(schema.text))  # (a copy: its fields are ours to change)
+    fields = plain.get("fields", [])
     if ([f.get("name") for f in fields] != list(names) or hasattr(cls, "__post_init__")
             or not all(isinstance(cls.__dict__.get(name), MemberDescriptorType) for name in names)):
         return None
-    plain = {**document, "fields": [dict(f) for f in fields]}
-    for field in plain["fields"]:
+    for field in fields:
         if field["name"] in decimals:
             if field["type"] != {"type": "bytes", "logicalType": "decimal", "precision": WIRE_PRECISION,
                                  "scale": WIRE_SCALE}:
                 return None
             field["type"] = "bytes"
-        elif isinstance(field["type"], dict) and field["type"].get("logicalType") == "timestamp-millis":
-            field["type"] = "long"
         elif "logicalType" in json.dumps(field["type"]):
             return None
     parsed = fastavro.parse_schema(plain, _force=True)

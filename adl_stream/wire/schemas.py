@@ -44,17 +44,17 @@ def parse(document: dict | str) -> Schema:
         raise ValueError("not an Avro record schema")
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     return Schema(parsed["name"], parsed, fp, json.dumps(document),
-                  fastavro.parse_schema(_without_timestamps(document), _force=True))
+                  fastavro.parse_schema(without_timestamps(document), _force=True))
 
 
-def _without_timestamps(node):
+def without_timestamps(node):
     """A copy of a schema document in which every ``timestamp-millis`` long is a plain long."""
     if isinstance(node, dict):
         if node.get("logicalType") == "timestamp-millis" and node.get("type") == "long":
             return "long"
-        return {key: _without_timestamps(value) for key, value in node.items()}
+        return {key: without_timestamps(value) for key, value in node.items()}
     if isinstance(node, list):
-        return [_without_timestamps(item) for item in node]
+        return [without_timestamps(item) for item in node]
     return node
 
 

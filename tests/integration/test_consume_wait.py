@@ -3,6 +3,7 @@ deadline bounds the wait for more (Processor._consume), so a paced input is neit
 poll_timeout_ms before it is consumed nor kept uncommitted past commit_interval_ms while the loop
 waits; and a transaction holding a shortfall decision commits once nothing more is released."""
 
+import gc
 import time
 from dataclasses import replace
 from decimal import Decimal as D
@@ -10,6 +11,7 @@ from decimal import Decimal as D
 import pytest
 
 from adl_stream.engine import ShortfallDecision
+from adl_stream.runtime.memory import YOUNG_THRESHOLD
 from adl_stream.runtime.processor import DECISION_SHARE, Processor
 from adl_stream.wire import Codec
 from tests import scenarios as sc
@@ -66,9 +68,12 @@ def test_a_decision_commits_a_fraction_of_the_interval_after_it_while_records_ke
     monkeypatch.setattr(Processor, "_commit", recorded)
     after = [sc.fill(f"g{i}", f"X{i % 700}", "BUY" if i % 2 else "SELL", "0.001", 90, 5_000 + i) for i in range(40_000)]
     Feed(settings).send(*sc.SETUP, sc.E1, *after)
+    thresholds = gc.get_threshold()
     running = start_processor(replace(settings, batch_size=1_000_000, commit_interval_ms=50))
     running.wait_handled(len(sc.SETUP) + 1 + len(after))
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD != thresholds[0]  # while it runs (memory.py)
     assert running.close() == 0
+    assert gc.get_threshold() == thresholds  # and back once it stopped
     with_decision = [records for records, decided in commits if decided]
     others = [records for records, decided in commits if not decided]
     assert len(with_decision) == 1 and others, commits
