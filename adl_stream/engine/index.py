@@ -317,9 +317,10 @@ class _Side:
         self.blocked[rows] = blocked
         self._view = self._wide = None
 
-    def load(self, positions: list[Position], q: np.ndarray, cost: np.ndarray, accounts: list[str]) -> None:
+    def load(self, positions: list[Position], q: np.ndarray, cost: np.ndarray, slots: np.ndarray) -> None:
         """Add ``positions`` (none indexed yet, none reserved), with their ``q`` and ``cost`` columns
-        (as :meth:`put` computes them) and their accounts, in bulk."""
+        (as :meth:`put` computes them) and their accounts' slots (:meth:`RankingIndex.account_slots`),
+        in bulk."""
         n, start = len(positions), self._n
         end = start + n
         size = max(len(self.q), end + end // 4)  # a quarter's room, as the columns grow (_grown)
@@ -333,7 +334,7 @@ class _Side:
         self.term[start:end] = 0
         self.blocked[start:end] = q <= 0
         self.n_blocked += int(np.count_nonzero(q <= 0))
-        self.slot[start:end] = self.accounts.slots(accounts)
+        self.slot[start:end] = slots
         for row, position in zip(shared_ints(start, end), positions):
             position.row = row
         self.positions += positions
@@ -433,15 +434,37 @@ class RankingIndex:
     def mark_changed(self, symbol: str, mark: Decimal) -> None:
         self._marks[symbol] = float(mark) * UNITS
 
-    def load(self, positions: list[Position], symbols: list[str], accounts: list[str], q: list[int],
+    def account_slots(self, symbols: list[str], accounts: list[str]) -> tuple[np.ndarray, list[str]]:
+        """For a restore's position columns, before :meth:`load`: the slot of each row's account
+        among the accounts of its symbol's settle asset (an account new there gets one), and the
+        account ids as those accounts hold them, so that the book, the index and the wallets share
+        one string object per account (as they do live) and each id is hashed once."""
+        distinct = dict.fromkeys(symbols)
+        assets = dict.fromkeys(map(self._asset_of, distinct))
+        if len(assets) == 1:
+            table = self._accounts_of(next(iter(assets)))
+            slots = table.slots(accounts)
+            return slots, list(map(table.table.ids.__getitem__, slots.tolist()))
+        slots, held = np.zeros(len(accounts), np.intp), list(accounts)
+        asset_of = {symbol: self._asset_of(symbol) for symbol in distinct}
+        for asset in assets:
+            rows = [row for row, symbol in enumerate(symbols) if asset_of[symbol] == asset]
+            table = self._accounts_of(asset)
+            slots[rows] = of_asset = table.slots([accounts[row] for row in rows])
+            for row, slot in zip(rows, of_asset.tolist()):
+                held[row] = table.table.ids[slot]
+        return slots, held
+
+    def load(self, positions: list[Position], symbols: list[str], slots: np.ndarray, q: list[int],
              c: list[int], balances: dict[str, tuple[list[int], list[int]]]) -> None:
         """Index a restored engine: its ``positions`` (none indexed yet, none reserved: reservations
-        are restored afterwards) with, in the same order, their symbols, accounts and exact ``q``
-        and ``c`` (units), and per settle asset the wallet slots set and their balances (units), as
+        are restored afterwards) with, in the same order, their symbols, accounts' slots
+        (:meth:`account_slots`) and exact ``q`` and ``c`` (units), and per settle asset the wallet
+        slots set and their balances (units), as
         :meth:`.wallets.Wallets.load` returns them; in bulk, every float as :meth:`_Side.put` and
         :meth:`_Accounts.set_wallets` compute it (:func:`quantity_floats`, :func:`money_floats`)."""
-        for asset, (slots, units) in balances.items():
-            self._accounts_of(asset).set_slots(slots, units)
+        for asset, (set_slots, units) in balances.items():
+            self._accounts_of(asset).set_slots(set_slots, units)
         n = len(positions)
         if not n:
             return
@@ -456,16 +479,15 @@ class RankingIndex:
             group = np.fromiter(map(code.__getitem__, symbols), np.int64, n) * 3
         symbols = list(distinct)
         group += np.sign(signed).astype(np.int64) + 1  # 0 short, 1 flat, 2 long
-        objects, owners = np.empty(n, dtype=object), np.empty(n, dtype=object)
-        objects[:], owners[:] = positions, accounts
+        objects = np.empty(n, dtype=object)
+        objects[:] = positions
         order = np.argsort(group, kind="stable")
         bounds = np.searchsorted(group[order], np.arange(3 * len(symbols) + 1))
         for g in range(3 * len(symbols)):
             if g % 3 == 1 or bounds[g] == bounds[g + 1]:
                 continue
             rows = order[bounds[g]:bounds[g + 1]]
-            self._side(symbols[g // 3], g % 3 == 2).load(objects[rows].tolist(), q_abs[rows], cost[rows],
-                                                          owners[rows].tolist())
+            self._side(symbols[g // 3], g % 3 == 2).load(objects[rows].tolist(), q_abs[rows], cost[rows], slots[rows])
 
     # -- catching up ---------------------------------------------------------------------------
 

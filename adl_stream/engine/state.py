@@ -400,12 +400,13 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
         for key, value in mapping.items():
             entities.put(key, value)
     book, index = engine.book, engine.index
+    balances = engine.wallets.load(entities.wallet_columns())
     symbols, accounts, q, c = entities.position_columns()
+    slots, accounts = index.account_slots(symbols, accounts)
     loaded, kept = book.load(symbols, accounts, q, c)
     if kept is not None:  # a key repeated: the rows that stayed (the book's)
-        symbols, accounts = [symbols[i] for i in kept], [accounts[i] for i in kept]
+        symbols, slots = [symbols[i] for i in kept], slots[kept]
         q, c = [q[i] for i in kept], [c[i] for i in kept]
-    balances = engine.wallets.load(entities.wallet_columns())
     for fund_id, balance in entities.funds.items():
         engine.funds.restore(fund_id, balance)
     for fund_id, history in entities.histories.items():
@@ -423,7 +424,7 @@ def restore(engine: Engine, entities: Entities | Mapping[Key, Any]) -> None:
             position.light = light
         else:
             unlit.add((symbol, account))
-    index.load(loaded, symbols, accounts, q, c, balances)
+    index.load(loaded, symbols, slots, q, c, balances)
     for (order_id, account), (symbol, quantity, expires_at) in sorted(entities.reservations.items()):
         position = book.get(account, symbol)
         if position is None:

@@ -93,23 +93,30 @@ class Accounts:
             self.after.append(None)
         return slot
 
+    def load_ids(self, account_ids: list[str]) -> list[int] | None:
+        """Fill a fresh table with ``account_ids`` (a restore's column, an id possibly repeated):
+        their slots in the order the ids first appear, every wallet column at its default. Returns
+        None when no id repeats (row ``i`` is slot ``i``), else the last row of each slot's id (a
+        later row overriding an earlier one, as a dict's ``update`` does). One dict is built either
+        way: it maps each id to its last row first, then its values are renumbered in place."""
+        n, slot_of = len(account_ids), self.slot_of
+        slot_of.update(zip(account_ids, _shared_ints(0, n)))  # id -> its last row
+        last = None
+        if len(slot_of) < n:
+            last = list(slot_of.values())
+            n = len(last)
+            slot_of.update(zip(list(slot_of), _shared_ints(0, n)))  # (the same keys: no new entry)
+            account_ids = list(slot_of)
+        self.ids, self.units, self.after = list(account_ids), [0] * n, [None] * n
+        self.as_of = array("q", [NO_WALLET]) * n
+        return last
+
     def slots(self, account_ids: list[str]) -> list[int]:
         """:meth:`slot` of each of ``account_ids`` (a restore's columns): the accounts new here get
         their slots in one pass, in the order they first appear."""
         if not self.slot_of:  # a fresh table (a restore): every id new, in order
-            n = len(account_ids)
-            slots = _shared_ints(0, n)
-            self.slot_of.update(zip(account_ids, slots))
-            if len(self.slot_of) == n:
-                self.ids, self.units, self.after = list(account_ids), [0] * n, [None] * n
-                self.as_of = array("q", [NO_WALLET]) * n
-                return slots
-            # an id repeats: the distinct ids in the order they first appear, numbered again
-            ids, n = list(self.slot_of), len(self.slot_of)
-            self.slot_of = dict(zip(ids, _shared_ints(0, n)))
-            self.ids, self.units, self.after = ids, [0] * n, [None] * n
-            self.as_of = array("q", [NO_WALLET]) * n
-            return list(map(self.slot_of.__getitem__, account_ids))
+            last = self.load_ids(account_ids)
+            return _shared_ints(0, len(account_ids)) if last is None else list(map(self.slot_of.__getitem__, account_ids))
         get = self.slot_of.get
         slots = list(map(get, account_ids))
         if None in slots:
@@ -249,28 +256,24 @@ class Wallets:
                 times = [as_of[i] for i in rows]
                 later = {n: after[i] for n, i in enumerate(rows) if i in after} if after else {}
             accounts = self.accounts(asset)
-            fresh = not accounts.slot_of
+            if not accounts.slot_of:  # a fresh table (a restore): slots 0..m-1 in one pass, set as slices
+                last = accounts.load_ids(ids)
+                if last is not None:  # an id repeats: each slot takes its id's last row
+                    values, times = [values[row] for row in last], [times[row] for row in last]
+                    slot_of, kept = accounts.slot_of, {}
+                    for row, amounts in later.items():  # (few: the wallets with fills after their balance)
+                        slot = slot_of[ids[row]]
+                        if last[slot] == row:
+                            kept[slot] = amounts
+                    later = kept
+                accounts.units[:] = values
+                accounts.as_of[:] = array("q", times)
+                for slot, amounts in later.items():
+                    accounts.after[slot] = list(amounts)
+                out[asset] = (_shared_ints(0, len(values)), values)
+                continue
             slots = accounts.slots(ids)
             units_of, as_of_of, after_of = accounts.units, accounts.as_of, accounts.after
-            n, m = len(slots), len(accounts.ids)
-            if fresh and m == n:  # every slot new, in order 0..n-1: one slice each
-                units_of[:] = values
-                as_of_of[:] = array("q", times)
-                for row, amounts in later.items():
-                    after_of[row] = list(amounts)
-                out[asset] = (slots, values)
-                continue
-            if fresh:  # slots 0..m-1, an id repeating: each slot takes its last row (numpy)
-                last = np.full(m, -1, np.int64)
-                np.maximum.at(last, np.array(slots, np.intp), np.arange(n, dtype=np.int64))
-                rows = last.tolist()
-                units_of[:] = [values[row] for row in rows]
-                as_of_of[:] = array("q", np.array(times, np.int64)[last].tolist())
-                for row, amounts in later.items():
-                    if rows[slots[row]] == row:
-                        after_of[slots[row]] = list(amounts)
-                out[asset] = (_shared_ints(0, m), list(units_of))
-                continue
             for row, (slot, balance, at) in enumerate(zip(slots, values, times)):  # a later row overrides
                 units_of[slot], as_of_of[slot] = balance, at
                 amounts = later.get(row)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adl_stream.engine import Engine
-from adl_stream.engine.state import Entities, gather, keys, restore, take, take_changes
+from adl_stream.engine.state import Entities, gather, keys, restore, take, take_changes, value_of
 from adl_stream.runtime import entity_batch
 from adl_stream.runtime.changelog import (
     BATCH_HEADERS,
@@ -179,6 +179,34 @@ def test_runs_of_format_3_fold_like_the_dicts_and_give_the_same_columns(changes)
     assert {(a, asset): (u, t, wallets.after.get(i, ())) for i, (a, asset, u, t) in
             enumerate(zip(wallets.accounts, wallets.assets, wallets.units, wallets.as_of))} == expected.wallets
     assert runs == expected
+
+
+def _equities(engine: Engine) -> dict:
+    """Each account's equity units in the ranking index, by settle asset and account id."""
+    engine.index.flush()
+    return {(asset, account): int(accounts.equity[slot]) for asset, accounts in engine.index._accounts.items()
+            for account, slot in accounts.table.slot_of.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches())
+def test_runs_with_repeated_keys_restore_the_engine_their_fold_restores(changes):
+    """Loading the runs of format-3 records into an engine (a key repeated across records keeps its
+    last row; the wallet slots made in one pass) gives the engine that loading their fold as dicts
+    gives: the same entities, wallets' fills after their balance included, and the same equities
+    in the index."""
+    folded, expected = {}, Entities()
+    for batch in changes:
+        expected.update(batch)
+        for value in entity_batch.encode({"USDT": batch}):
+            entity_batch.decode(value, folded)
+    from_runs, from_dicts = Engine(sc.SYMBOLS, **OPTIONS), Engine(sc.SYMBOLS, **OPTIONS)
+    restore(from_runs, folded.get("USDT", Entities()))
+    restore(from_dicts, expected)
+    assert {key: value_of(from_runs, key) for key in keys(from_runs)} == {
+        key: value_of(from_dicts, key) for key in keys(from_dicts)}
+    assert len(keys(from_runs)) == len(expected)
+    assert _equities(from_runs) == _equities(from_dicts)
 
 
 def _marshal_layout(values: list[int]) -> bytes:
