@@ -29,6 +29,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 
 import structlog
 from confluent_kafka import (
@@ -823,11 +825,15 @@ class Processor:
         for light in outcome.indicators:  # a pass at an interval crossed: before this record's own effect
             value = self.codec.encode(light) if isinstance(light, AdlIndicator) else None  # None: a tombstone
             self.checkpoint.produce(topics.adl_indicators, light.key, value, timestamp=light.ts)
-        for order in outcome.orders:
-            self.checkpoint.produce(topics.adl_orders, order.symbol, self.codec.encode(order))
-            m.orders.labels(order.symbol).inc()
-            m.adl_quantity.labels(order.symbol).inc(float(order.quantity))
-            m.adl_notional.labels(order.symbol).inc(float(order.quantity * order.price))
+        if outcome.orders:
+            produce, encode = self.checkpoint.produce, self.codec.encode
+            for order in outcome.orders:
+                produce(topics.adl_orders, order.symbol, encode(order))
+            for symbol, run in groupby(outcome.orders, attrgetter("symbol")):  # (one: a decision's symbol)
+                run = list(run)  # the counters' children looked up once per decision, not per order
+                m.orders.labels(symbol).inc(len(run))
+                m.adl_quantity.labels(symbol).inc(sum(float(order.quantity) for order in run))
+                m.adl_notional.labels(symbol).inc(sum(float(order.quantity * order.price) for order in run))
         decision = outcome.decision
         if decision is not None:
             self.checkpoint.produce(topics.adl_decisions, decision.symbol, self.codec.encode(decision))

@@ -78,6 +78,45 @@ def test_decimals_go_out_at_the_schema_scale_exactly_and_never_rounded():
         codec.encode(replace(decision, haircut=D("1e-19")))
 
 
+def _logical_body(record) -> bytes:
+    """``record``'s body as fastavro's decimal logical type writes it (the codec's way before its
+    direct writer): decimals with more places than 18 rescaled exactly first."""
+    from io import BytesIO
+
+    import fastavro
+
+    from adl_stream.engine.numbers import to_wire
+
+    name = type(record).__name__
+    fields = {f: getattr(record, f) for f in codec._fields[name]}
+    for f in codec._decimals[name]:
+        if fields[f].as_tuple().exponent < -18:
+            fields[f] = to_wire(fields[f])
+    out = BytesIO()
+    fastavro.schemaless_writer(out, codec.schemas[name].parsed, fields)
+    return out.getvalue()
+
+
+@given(coefficient=st.integers(-(10**40), 10**40) | st.sampled_from([0, 10**38 - 1, 10**38, -(10**38), 10**20]),
+       exponent=st.integers(-24, 4), negative_zero=st.booleans())
+def test_outputs_write_decimals_in_the_bytes_of_fastavros_logical_type(coefficient, exponent, negative_zero):
+    # the direct writer makes each decimal's bytes itself: the same bytes as fastavro's logical
+    # type, the same refusals (more places than 18 that are not zeros: Inexact; more than 38
+    # digits: ValueError), so every output record is byte for byte what it was
+    value = D(f"{'-' if negative_zero and not coefficient else ''}{coefficient}E{exponent}")
+    order = sc.AdlOrder("E:1", "E", "BTCUSDT", "S", "BUY", value, D("95.5"), "B", 1, 0.25, 5)
+    decision = ShortfallDecision("E", "BTCUSDT", "B", "USDT", D(3), D(800), "ADL", value, D(3), D(0), 1,
+                                 ("E:1",), D(700), "fund-exhausted/pro-rata", 5_000, -value)
+    for record in (order, decision):
+        try:
+            expected = _logical_body(record)
+        except (decimal.Inexact, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                codec.body(record)
+            continue
+        assert codec.body(record)[1] == expected
+
+
 @pytest.mark.parametrize(
     "payload, reason",
     [
