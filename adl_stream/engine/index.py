@@ -443,8 +443,12 @@ class RankingIndex:
         assets = dict.fromkeys(map(self._asset_of, distinct))
         if len(assets) == 1:
             table = self._accounts_of(next(iter(assets)))
+            held, n = table.table.ids, len(accounts)
+            if held[:n] == accounts:  # row i is slot i, no look-up (a book's positions follow its wallets)
+                table.slots([])  # (the columns grown to the table, as slots() grows them)
+                return np.arange(n, dtype=np.intp), held[:n]
             slots = table.slots(accounts)
-            return slots, list(map(table.table.ids.__getitem__, slots.tolist()))
+            return slots, list(map(held.__getitem__, slots.tolist()))
         slots, held = np.zeros(len(accounts), np.intp), list(accounts)
         asset_of = {symbol: self._asset_of(symbol) for symbol in distinct}
         for asset in assets:

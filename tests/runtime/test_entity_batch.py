@@ -3,6 +3,7 @@ read) round-trip every kind of entity exactly and alike, split large batches, fo
 with repeated keys and tombstones like the dicts do, and a changelog written in format 1 (JSON, one
 record per entity) or 2 by an earlier version still restores to the same state."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -290,3 +291,44 @@ def test_a_restore_from_format_3_deltas_holds_the_originals_index_bit_for_bit(ma
     assert _index_columns(again) == _index_columns(engine)
     for record in records[cut:]:
         assert _apply(again, record) == _apply(engine, record)
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["positions-follow-wallets", "positions-in-another-order"])
+def test_restored_positions_find_their_accounts_slots_with_or_without_a_look_up(follow, monkeypatch):
+    """A book whose position rows follow its wallet rows (as a book's changelog writes them: each
+    account's balance, then its fill) takes row i as slot i without a look-up; any other order
+    looks the slots up. Either way the index equals the original's and the book, the index and
+    the wallets hold one string object per account."""
+    from decimal import Decimal as D
+
+    from adl_stream.engine import BalanceUpdate, MarkPrice
+    from adl_stream.engine.index import _Accounts
+
+    accounts = [f"A{i}" for i in range(6)]
+    engine = Engine(sc.SYMBOLS, **OPTIONS)
+    for i, account in enumerate(accounts):
+        engine.apply(BalanceUpdate(account, "USDT", D(1000 + i), i))
+    for i, account in enumerate(accounts if follow else accounts[::-1]):
+        engine.apply(sc.fill(f"f-{account}", account, "BUY" if i % 2 else "SELL", 1, 100 + i, 10))
+    engine.apply(MarkPrice("BTCUSDT", D(101), 20))
+    folded = {}
+    for value in entity_batch.encode({"USDT": take(engine)}):
+        entity_batch.decode(value, folded)
+    looked_up, slots = [], _Accounts.slots
+
+    def spied(self, ids):
+        looked_up.append(len(ids))
+        return slots(self, ids)
+
+    monkeypatch.setattr(_Accounts, "slots", spied)
+    again = Engine(sc.SYMBOLS, **OPTIONS)
+    restore(again, folded["USDT"])
+    assert (max(looked_up) == 0) == follow  # (slots([]) only grows the columns)
+    assert again.snapshot() == engine.snapshot()
+    assert _index_columns(again) == _index_columns(engine)
+    assert _equities(again) == _equities(engine)
+    table = again.index._accounts["USDT"].table
+    for side in again.index._sides.values():
+        for row, position in enumerate(side.positions):
+            assert table.ids[side.slot[row]] is position.account_id
+            assert again.book.get(position.account_id, position.symbol) is position
