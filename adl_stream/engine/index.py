@@ -447,8 +447,8 @@ class RankingIndex:
             if held[:n] == accounts:  # row i is slot i, no look-up (a book's positions follow its wallets)
                 table.slots([])  # (the columns grown to the table, as slots() grows them)
                 return np.arange(n, dtype=np.intp), held[:n]
-            slots = table.slots(accounts)
-            return slots, list(map(held.__getitem__, slots.tolist()))
+            slots = table.slots(accounts)  # (may replace the table's list of ids: read it after)
+            return slots, list(map(table.table.ids.__getitem__, slots.tolist()))
         slots, held = np.zeros(len(accounts), np.intp), list(accounts)
         asset_of = {symbol: self._asset_of(symbol) for symbol in distinct}
         for asset in assets:
@@ -671,12 +671,12 @@ class RankingIndex:
         if covering is None:
             return [Candidate(positions[row], score, positions[row].quantity.copy_abs() * mark)
                     for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist())], True
-        out, free = [], Decimal(0)
+        out, free, wanted = [], 0, covering.scaleb(QUANTITY_SCALE)  # (free quantity in units: exact)
         for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist()):
             position = positions[row]
             out.append(Candidate(position, score, position.quantity.copy_abs() * mark))
-            free += position.free
-            if free >= covering:
+            free += abs(position.q) if not position.reserved else position.free.scaleb(QUANTITY_SCALE)
+            if free >= wanted:
                 return out, True
         return out, False
 
