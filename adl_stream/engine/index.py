@@ -303,6 +303,18 @@ class _Side:
             self.slot[new_rows] = self.accounts.slots(new_accounts)
             self.term[new_rows] = 0
             self.blocked[new_rows] = False
+        if len(rows) == 1:  # (most flushes between two decisions: items set, not arrays of one made)
+            (row,), (q,), (free,) = rows, q_list, free_list
+            cost = cost_list[0] * UNITS
+            self.q[row], self.cost[row], self.free[row] = q, cost, free
+            if self.mark is not None:  # the same float64 operations as the columns' below
+                term = round(q * self.mark - cost if self.long else cost - q * self.mark)
+                self.accounts.equity[self.slot[row]] += term - int(self.term[row])
+                self.term[row] = term
+            self.n_blocked += (free <= 0) - bool(self.blocked[row])
+            self.blocked[row] = free <= 0
+            self._view = self._wide = None
+            return
         rows = np.array(rows, dtype=np.intp)
         q, cost, free = np.array(q_list), np.array(cost_list), np.array(free_list)
         cost *= UNITS
