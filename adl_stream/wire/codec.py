@@ -176,6 +176,22 @@ class Codec:
         return expected(**fields)
 
 
+def _decimals_as_bytes(schema: Schema, decimals: tuple[str, ...]) -> dict | None:
+    """:attr:`.schemas.Schema.decoding` of ``schema`` (``ts`` the plain ``long`` it is) with its
+    ``decimals`` as the plain ``bytes`` they are on the wire, parsed; None when one of them is not
+    decimal(38, 18) or another field has a logical type."""
+    plain = without_timestamps(json.loads(schema.text))  # (a copy: its fields are ours to change)
+    for field in plain.get("fields", []):
+        if field["name"] in decimals:
+            if field["type"] != {"type": "bytes", "logicalType": "decimal", "precision": WIRE_PRECISION,
+                                 "scale": WIRE_SCALE}:
+                return None
+            field["type"] = "bytes"
+        elif "logicalType" in json.dumps(field["type"]):
+            return None
+    return fastavro.parse_schema(plain, _force=True)
+
+
 def _direct_reader(schema: Schema, cls: type, names: tuple[str, ...], decimals: tuple[str, ...]):
     """(the schema to read ``cls`` records of ``schema`` with, the function that makes the record of
     the fields it reads), or None when ``schema`` is not one this can read directly.
@@ -187,20 +203,11 @@ def _direct_reader(schema: Schema, cls: type, names: tuple[str, ...], decimals: 
     and exponent), and the range check is on the unscaled integer. The record is made as its
     dataclass ``__init__`` makes it (each slot set through the object's own setter, as
     ``object.__setattr__`` does for a frozen dataclass), without the keyword arguments."""
-    plain = without_timestamps(json.loads(schema.text))  # (a copy: its fields are ours to change)
-    fields = plain.get("fields", [])
-    if ([f.get("name") for f in fields] != list(names) or hasattr(cls, "__post_init__")
+    parsed = _decimals_as_bytes(schema, decimals)
+    if (parsed is None or [f["name"] for f in parsed.get("fields", [])] != list(names)
+            or hasattr(cls, "__post_init__")
             or not all(isinstance(cls.__dict__.get(name), MemberDescriptorType) for name in names)):
         return None
-    for field in fields:
-        if field["name"] in decimals:
-            if field["type"] != {"type": "bytes", "logicalType": "decimal", "precision": WIRE_PRECISION,
-                                 "scale": WIRE_SCALE}:
-                return None
-            field["type"] = "bytes"
-        elif "logicalType" in json.dumps(field["type"]):
-            return None
-    parsed = fastavro.parse_schema(plain, _force=True)
     new, of_bytes, scale = object.__new__, int.from_bytes, -WIRE_SCALE
     plan = tuple((name, cls.__dict__[name].__set__, name in decimals) for name in names)
 
@@ -226,14 +233,9 @@ def _direct_writer(schema: Schema, names: tuple[str, ...], decimals: tuple[str, 
     with every decimal field written as the plain ``bytes`` of :func:`decimal_bytes`, the bytes
     fastavro's decimal logical type writes for the same value, at a fraction of its cost (its
     generic dispatch took about 3 us a value: a decision of seven decimals cost 30 us to encode)."""
-    plain = without_timestamps(json.loads(schema.text))  # (a copy: its fields are ours to change)
-    for field in plain.get("fields", []):
-        if field["name"] in decimals:
-            if field["type"] != {"type": "bytes", "logicalType": "decimal", "precision": WIRE_PRECISION,
-                                 "scale": WIRE_SCALE}:
-                raise ValueError(f"{schema.name}.{field['name']}: a decimal field must be decimal(38, 18) bytes")
-            field["type"] = "bytes"
-    parsed = fastavro.parse_schema(plain, _force=True)
+    parsed = _decimals_as_bytes(schema, decimals)
+    if parsed is None:
+        raise ValueError(f"{schema.name}: every decimal must be decimal(38, 18) bytes, and no other logical type")
     values = attrgetter(*names)
 
     def fields_of(record) -> dict:
