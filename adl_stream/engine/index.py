@@ -213,11 +213,15 @@ class _Accounts:
     def slots(self, accounts: list[str]) -> np.ndarray:
         """:meth:`slot` of each of ``accounts``, the columns grown once."""
         slots = np.array(self.table.slots(accounts), np.intp)
+        self.grow()
+        return slots
+
+    def grow(self) -> None:
+        """The columns grown to hold every account of the table (a quarter's room more)."""
         if len(self.table) > len(self.wallet):
             more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
             self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
             self.equity = np.concatenate([self.equity, np.zeros(more, dtype=np.int64)])
-        return slots
 
     def set_wallets(self, balances: dict[str, int]) -> None:
         """Set the wallets of these accounts (balances in units of 1e-36) and move the differences
@@ -230,10 +234,7 @@ class _Accounts:
         if not len(slots):
             return
         slots = np.asarray(slots, np.intp)
-        if len(self.table) > len(self.wallet):
-            more = len(self.table) - len(self.wallet) + len(self.table) // 4 + 16
-            self.wallet = np.concatenate([self.wallet, np.zeros(more, dtype=np.int64)])
-            self.equity = np.concatenate([self.equity, np.zeros(more, dtype=np.int64)])
+        self.grow()
         values = money_floats(units)
         wide = np.abs(values) >= LIMIT
         if wide.any() or self.wide_wallets:
@@ -457,7 +458,7 @@ class RankingIndex:
             table = self._accounts_of(next(iter(assets)))
             held, n = table.table.ids, len(accounts)
             if held[:n] == accounts:  # row i is slot i, no look-up (a book's positions follow its wallets)
-                table.slots([])  # (the columns grown to the table, as slots() grows them)
+                table.grow()
                 return np.arange(n, dtype=np.intp), held[:n]
             slots = table.slots(accounts)  # (may replace the table's list of ids: read it after)
             return slots, list(map(table.table.ids.__getitem__, slots.tolist()))

@@ -47,7 +47,7 @@ _LIMIT_UNITS = 10 ** WIRE_PRECISION
 _READING = decimal.Context(prec=WIRE_PRECISION)
 """fastavro's context for a decimal it reads: an in-range value has at most 38 digits, never rounded."""
 _SHOWING = decimal.Context(prec=decimal.MAX_PREC)
-"""For an out-of-range value in a rejection's detail: exact, whatever its digits."""
+"""Exact whatever the digits: an out-of-range value in a rejection's detail, a decimal scaled for the wire."""
 
 RECORD_TYPES: dict[str, type] = {
     cls.__name__: cls
@@ -253,8 +253,6 @@ def decimal_bytes(value: Decimal) -> bytes:
     them). A value with more places than 18 is written if they are zeros, else raises
     ``decimal.Inexact`` (roundings are the engine's, never the codec's); one of more than 38 digits
     raises ``ValueError``, as fastavro does (a test compares both ways' bytes and refusals)."""
-    if not isinstance(value, Decimal):
-        return value  # (bytes already, as fastavro lets them through)
     scaled = value.scaleb(WIRE_SCALE, _SHOWING)  # exact: the context rounds nothing
     units = int(scaled)
     if units != scaled:  # places beyond the scale that are not zeros
