@@ -58,7 +58,7 @@ from .reservations import Reservation, ReservationBook
 from .shortfall import ShortfallContext, decide
 from .state import FUND, FUND_HISTORY, LIGHT, MARK, POSITION, RESERVATION, STREAM_TIME, WALLET
 from .symbols import SymbolSpec
-from .wallets import Wallets
+from .wallets import NO_WALLET, Wallets
 
 
 _APPLYING = EXACT.copy()
@@ -282,6 +282,7 @@ class Engine:
             position.light = 0
             self.indicators.unlit.add((fill.symbol, fill.account_id))
             self.changed[(LIGHT, fill.symbol, fill.account_id)] = None
+        opened = accounts.as_of[slot] == NO_WALLET  # the fill makes the account's wallet
         units = accounts.apply_fill(slot, realized - fee, fill.ts, self.stream_time - self.max_lateness_ms)
         if units is not None:
             self.index.balance_changed(account, asset, units)
@@ -289,7 +290,8 @@ class Engine:
             self.book.discard_if_idle(position)
         changed = self.changed
         changed[(POSITION, fill.symbol, fill.account_id)] = None
-        changed[(WALLET, fill.account_id, spec.settle_asset)] = None
+        if units is not None or opened:  # a wallet the fill left as it was is not written again
+            changed[(WALLET, fill.account_id, spec.settle_asset)] = None
         if fill.kind == ADL:
             changed[(RESERVATION, fill.adl_order_id, fill.account_id)] = None
         return outcome

@@ -270,9 +270,12 @@ def restore_task(config: dict, topic: str, partition: int, end: int) -> Restored
     return restored
 
 
-RESTORE_FETCH = {"max.partition.fetch.bytes": 32 << 20, "fetch.max.bytes": 64 << 20}
+RESTORE_FETCH = {"max.partition.fetch.bytes": 32 << 20, "fetch.max.bytes": 64 << 20, "fetch.wait.max.ms": 10}
 """A restore reads one partition of large records: fetches of 32 MB, not librdkafka's 1 MB (four
-snapshot records a round trip); ``[kafka]`` settings override these."""
+snapshot records a round trip). It reads only what is committed, so a fetch has nothing to wait
+for: with librdkafka's ``fetch.wait.max.ms`` of 500, the fetch left waiting past the last marker
+held up the read from the snapshot's start by 500 ms a task (measured: 0.51 s of a 0.52 s restore
+of 2,000 positions; 10 ms here). ``[kafka]`` settings override these."""
 
 
 def _reader(config: dict) -> Consumer:

@@ -1,9 +1,11 @@
 """The engine's state as changelog entities: restoring what was taken gives the same engine."""
 
+from decimal import Decimal as D
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adl_stream.engine import Engine, Rejected
+from adl_stream.engine import BalanceUpdate, Engine, Fill, Rejected
 from adl_stream.engine.state import count, gather, keys, restore, take_changes, weight
 from tests import scenarios as sc
 from tests.engine.test_properties import _run_market, markets
@@ -105,6 +107,26 @@ def test_the_crash_market_restores_from_its_changes_at_any_commit_interval():
         assert restored.snapshot() == market.engine.snapshot()
         # Closed positions are tombstoned, not kept: the log holds exactly the live entities.
         assert sum(1 for key in log if key[0] == "p") == len(market.engine.book)
+
+
+def test_a_wallet_is_written_when_a_fill_changes_it_and_only_then():
+    """An opening fill without a fee leaves a wallet as it was: the changelog does not hold it
+    again (a restore of a book once read 1.43M wallet rows for 1M wallets); a fee, a realised PnL
+    or the first fill of an account without a balance (it makes the wallet) is written."""
+    def written(engine, record):
+        engine.apply(record)
+        return {key for key, _ in take_changes(engine) if key[0] == "w"}
+
+    engine = Engine(sc.SYMBOLS)
+    assert written(engine, BalanceUpdate("S1", "USDT", D(100), 1_000)) == {("w", "S1", "USDT")}
+    assert written(engine, sc.fill("f1", "S1", "SELL", 4, 120, 2_000)) == set()  # opened, no fee
+    with_fee = Fill("f2", "S1", "BTCUSDT", "SELL", D(1), D(120), D("0.5"), "TRADE", None, 2_001)
+    assert written(engine, with_fee) == {("w", "S1", "USDT")}
+    assert written(engine, sc.fill("f3", "S1", "BUY", 1, 110, 2_002)) == {("w", "S1", "USDT")}  # realised 10
+    assert written(engine, sc.fill("f4", "B", "BUY", 1, 100, 2_003)) == {("w", "B", "USDT")}  # a new wallet
+    assert written(engine, sc.fill("f5", "B", "BUY", 1, 100, 2_004)) == set()
+    accounts = engine.wallets.accounts("USDT")
+    assert accounts.units[accounts.slot_of["S1"]] == (D(100) - D("0.5") + D(10)) * 10**36
 
 
 def test_restore_refuses_an_engine_that_has_state():
