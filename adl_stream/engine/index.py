@@ -56,7 +56,7 @@ from operator import truediv
 
 import numpy as np
 
-from .numbers import MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, shared_ints, to_units
+from .numbers import EXACT, MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, shared_ints, to_units
 from .positions import Position
 from .wallets import Accounts as WalletAccounts
 from .wallets import Wallet, Wallets
@@ -457,7 +457,7 @@ class RankingIndex:
         if len(assets) == 1:
             table = self._accounts_of(next(iter(assets)))
             held, n = table.table.ids, len(accounts)
-            if held[:n] == accounts:  # row i is slot i, no look-up (a book's positions follow its wallets)
+            if held[:n] == accounts:  # row i is slot i, no look-up (when positions came in their wallets' order)
                 table.grow()
                 return np.arange(n, dtype=np.intp), held[:n]
             slots = table.slots(accounts)  # (may replace the table's list of ids: read it after)
@@ -684,11 +684,11 @@ class RankingIndex:
         if covering is None:
             return [Candidate(positions[row], score, positions[row].quantity.copy_abs() * mark)
                     for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist())], True
-        out, free, wanted = [], 0, covering.scaleb(QUANTITY_SCALE)  # (free quantity in units: exact)
+        out, free, wanted = [], 0, covering.scaleb(QUANTITY_SCALE, EXACT)  # (free quantity in units)
         for row, score in zip(rows[:limit].tolist(), scores[:limit].tolist()):
             position = positions[row]
             out.append(Candidate(position, score, position.quantity.copy_abs() * mark))
-            free += abs(position.q) if not position.reserved else position.free.scaleb(QUANTITY_SCALE)
+            free += abs(position.q) if not position.reserved else to_units(position.free, QUANTITY_SCALE)
             if free >= wanted:
                 return out, True
         return out, False
