@@ -173,6 +173,7 @@ class Processor:
             t.liquidation_shortfalls: LiquidationShortfall,
         }
         # Same event time: funds and wallets first, then marks and fills, shortfalls last.
+        self._fund_topic = t.insurance_fund  # keyed by fund id, the others by symbol (or account)
         self._priority = {t.insurance_fund: 0, t.balances: 1, t.mark_prices: 2, t.fills: 3, t.liquidation_shortfalls: 4}
         self.topology: Topology | None = None
         self.tasks: dict[int, Task] = {}
@@ -600,13 +601,14 @@ class Processor:
         """Hand each consumed record to the merge of its settle asset, if this instance owns it.
 
         One pass over the batch with the look-ups bound once (this runs for every input record):
-        the settle asset of a key and the domain of an asset are looked up once per batch."""
+        the settle asset of a key and the domain of an asset are looked up once per batch. The
+        values are decoded before, per topic, column by column (``Codec.decode_all``)."""
         routed, record_types, topology = self._routed, self._record_type, self.topology
-        tasks, n_tasks, decode = self.tasks, topology.tasks, self.codec.decode
+        tasks, n_tasks = self.tasks, topology.tasks
         asset_of_key, asset_of_record = topology.asset_of_key, topology.asset_of_record
         of_key: dict = {}  # (record type, key) -> settle asset
         domain_of: dict = {}  # settle asset -> its domain here, or None (owned elsewhere)
-        for message in messages:
+        for message, record in zip(messages, self._decode_batch(messages)):
             error = message.error()
             if error is not None:
                 if error.fatal():
@@ -616,19 +618,14 @@ class Processor:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             key = (topic, partition)
             routed[key] = offset + 1
-            record_type = record_types[topic]
-            record = None
-            if record_type is BalanceUpdate:  # keyed by account: the asset is in the value
-                try:
-                    record = decode(message.value(), record_type)
-                except Rejected as rejected:
-                    record = rejected
-                asset = UNROUTED if isinstance(record, Rejected) else asset_of_record(record)
+            rejected = isinstance(record, Rejected)
+            if record_types[topic] is BalanceUpdate:  # keyed by account: the asset is in the value
+                asset = UNROUTED if rejected else asset_of_record(record)
             else:
                 raw_key = message.key()
-                asset = of_key.get((record_type, raw_key))
+                asset = of_key.get((topic, raw_key))
                 if asset is None:
-                    asset = of_key[(record_type, raw_key)] = asset_of_key(record_type is FundFlow, raw_key)
+                    asset = of_key[(topic, raw_key)] = asset_of_key(topic == self._fund_topic, raw_key)
             domain = domain_of.get(asset, False)
             if domain is False:
                 task = tasks.get(task_of(asset, n_tasks))
@@ -637,16 +634,25 @@ class Processor:
                 continue
             if offset < domain.offsets.get(key, 0):
                 continue  # applied before (the partition is read from the lowest offset any asset needs)
-            if record is None:
-                try:
-                    record = decode(message.value(), record_type)
-                except Rejected as rejected:
-                    record = rejected
-                if not isinstance(record, Rejected) and (named := asset_of_record(record)) != asset:
-                    record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
-                                      f"the record to {named!r}")
+            if not rejected and (named := asset_of_record(record)) != asset:
+                record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
+                                  f"the record to {named!r}")
             domain.merger.add(topic, partition, offset, getattr(record, "ts", None),
                               (message, record, consumed_at, key, offset))
+
+    def _decode_batch(self, messages: list) -> list:
+        """The record (or the :class:`Rejected` refusal) of each message's value, in order; None
+        for a message that is an error. Each topic's values are decoded in one call."""
+        rows_of: dict[str, list[int]] = {}
+        for row, message in enumerate(messages):
+            if message.error() is None:
+                rows_of.setdefault(message.topic(), []).append(row)
+        out: list = [None] * len(messages)
+        for topic, rows in rows_of.items():
+            decoded = self.codec.decode_all([messages[row].value() for row in rows], self._record_type[topic])
+            for row, record in zip(rows, decoded):
+                out[row] = record
+        return out
 
     def _drain_all(self, caught_up: frozenset[PartitionKey], unfetched: frozenset[PartitionKey],
                    limit: int | None = None, deadline: float | None = None) -> tuple[int, bool]:
