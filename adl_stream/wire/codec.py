@@ -112,9 +112,9 @@ class Codec:
                 direct = _direct_reader(s, RECORD_TYPES[name], self._fields[name], self._decimals[name])
                 if direct is not None:
                     self._direct[s.fingerprint] = (RECORD_TYPES[name], *direct)
-        # record type -> (the header of its payloads in adl-stream's own schema, their column reader)
+        # record type -> (the fingerprint of adl-stream's own schema of it, its column reader)
         self._columns: dict[type, tuple[bytes, ColumnReader]] = {
-            cls: (MAGIC + fingerprint, ColumnReader(parsed, self._decimals[cls.__name__],
+            cls: (fingerprint, ColumnReader(parsed, self._decimals[cls.__name__],
                                                     _maker(cls, self._fields[cls.__name__]), decimal_of))
             for fingerprint, (cls, parsed, _) in self._direct.items() if ColumnReader.reads(parsed)}
         # record type name -> (its schema, the schema to write it with, its fields' builder): every
@@ -168,12 +168,10 @@ class Codec:
         ``expected``, those are read column by column (:mod:`.columns`; equal records, a third of
         the cost), and any the columns do not read the plain way are read here one by one."""
         out = [None] * len(payloads)
-        columns = self._columns.get(expected)
-        if columns is not None and len(payloads) >= COLUMNS_FROM:
-            header, reader = columns
+        for header, start, reader in self._column_readers(expected) if len(payloads) >= COLUMNS_FROM else ():
             rows = [row for row, payload in enumerate(payloads) if payload and payload.startswith(header)]
             if len(rows) >= COLUMNS_FROM:
-                for row, record in zip(rows, reader.read([payloads[row] for row in rows], HEADER_SIZE)):
+                for row, record in zip(rows, reader.read([payloads[row] for row in rows], start)):
                     out[row] = record
         decode = self.decode
         for row, record in enumerate(out):
@@ -183,6 +181,12 @@ class Codec:
                 except Rejected as rejected:
                     out[row] = rejected
         return out
+
+    def _column_readers(self, expected: type) -> list[tuple[bytes, int, ColumnReader]]:
+        """(the header, where the body starts, the column reader) of each framing of adl-stream's own
+        schema of ``expected``, for :meth:`decode_all`."""
+        columns = self._columns.get(expected)
+        return [] if columns is None else [(MAGIC + columns[0], HEADER_SIZE, columns[1])]
 
     def read(self, payload: bytes, start: int, writer: Schema, reader: dict | None, expected: type):
         """The body of ``payload`` from ``start``, written with ``writer`` and resolved against

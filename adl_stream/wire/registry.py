@@ -133,6 +133,17 @@ class RegistryCodec(Codec):
             raise Rejected(*known)
         return self.read(payload, HEADER_SIZE, known[0], known[1], expected)
 
+    def _column_readers(self, expected: type):
+        """Single-object encoding's, and the Confluent framing of each schema id met so far that is
+        adl-stream's own schema of ``expected`` (an id not met yet is read alone, which fetches it)."""
+        readers = super()._column_readers(expected)
+        columns = self._columns.get(expected)
+        if columns is not None:
+            fingerprint, reader = columns
+            readers += [(MAGIC + raw_id, HEADER_SIZE, reader) for raw_id, known in list(self._by_id.items())
+                        if known[1] is None and not isinstance(known[0], str) and known[0].fingerprint == fingerprint]
+        return readers
+
     def _fetch(self, raw_id: bytes):
         schema_id = int.from_bytes(raw_id, "big")
         try:

@@ -2,14 +2,17 @@
 ``Codec.decode`` gives for each payload alone: the same records (every decimal's digits and exponent
 included) and the same refusals (reason and detail), whatever else the batch holds."""
 
+import uuid
 from decimal import Decimal as D
 
 from hypothesis import given, settings
+from confluent_kafka.schema_registry import Schema as RegistrySchema
 from hypothesis import strategies as st
 
 from adl_stream.engine import BalanceUpdate, Fill, FundFlow, LiquidationShortfall, MarkPrice, Rejected
 from adl_stream.wire import Codec
 from adl_stream.wire.codec import COLUMNS_FROM, HEADER_SIZE
+from adl_stream.wire.registry import RegistryCodec, registry_client
 
 codec = Codec()
 
@@ -115,3 +118,31 @@ def test_small_batches_and_other_framings_are_read_one_by_one():
     fill = Fill("f", "a", "BTCUSDT", "BUY", D("0.5"), D(90_000), D(0), "TRADE", None, 1)
     batch = [codec.encode(fill)] * (COLUMNS_FROM - 1) + [b"\x00\x00\x00\x00\x01garbage"]
     same(codec.decode_all(batch, Fill), one_by_one(batch, Fill))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(payloads(Fill), min_size=COLUMNS_FROM, max_size=2 * COLUMNS_FROM), st.data())
+def test_confluent_framing_of_ids_met_is_read_by_columns_as_one_by_one(batch, data):
+    """With a schema registry (confluent-kafka's mock:// client): a batch framed with the id of
+    adl-stream's own Fill schema, once that id has been met, reads as each payload alone; so do
+    payloads of other ids and single-object ones in the same batch."""
+    client = registry_client({"url": f"mock://{uuid.uuid4().hex}"})
+    own = client.register_schema("fills-value", RegistrySchema(codec.schemas["Fill"].text, "AVRO"))
+    other = client.register_schema("marks-value", RegistrySchema(codec.schemas["MarkPrice"].text, "AVRO"))
+    registry = RegistryCodec(client, {}, auto_register=False)
+    framed = [b"\x00" + data.draw(st.sampled_from([own, own, own, other])).to_bytes(4, "big") + p[HEADER_SIZE:]
+              if p and not data.draw(st.booleans()) else p for p in batch]  # (some left single-object)
+
+    def alone(payloads):
+        out = []
+        for payload in payloads:
+            try:
+                out.append(registry.decode(payload, Fill))
+            except Rejected as rejected:
+                out.append(rejected)
+        return out
+
+    expected = alone(framed)  # (meets the ids)
+    assert any(header.startswith(b"\x00") for header, _, _ in registry._column_readers(Fill)) == any(
+        p and p[:5] == b"\x00" + own.to_bytes(4, "big") for p in framed)
+    same(registry.decode_all(framed, Fill), expected)
