@@ -28,7 +28,10 @@ crash, which reaches ADL, again and again with new ids, each pass ending where i
 2. **paced**: a new processor on fresh topics, running, is fed the same market at half that
    throughput by a steady producer (records due by now sent every 2 ms) for
    ``--latency-seconds``: the latency percentiles (target p99 <= 100 ms), shortfalls and orders;
-   then again with :data:`QUICK_FETCH` on the processor's clients (``paced_fetch_wait_10ms``).
+   then again with :data:`QUICK_FETCH` on the processor's clients (``paced_fetch_wait_10ms``);
+3. **broker floor**: after each paced run, the same feed read by a bare consumer that does nothing
+   else (:func:`floor`, ``*_broker_floor``): its sent -> consumed is what the broker and the client
+   alone cost, the baseline no processor on this broker can beat.
 
 Each run reports where the loop's time went (``stages_s``: seconds in consume and the rest,
 routing, draining the merges (applying), writing the changelog and the commit call), the
@@ -46,10 +49,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from adl_stream.embedded import EmbeddedBroker
 from adl_stream.engine import LiquidationShortfall
 from adl_stream.runtime.config import Settings
-from adl_stream.runtime.kafka import create_missing_topics
+from adl_stream.runtime.kafka import create_missing_topics, input_consumer_config
 from adl_stream.runtime.processor import Processor
 from adl_stream.simulation.publish import topic_and_key
 from adl_stream.wire import Codec
@@ -362,6 +367,49 @@ def paced(settings: Settings, accounts: int, count: int, rate: float, timeout_s:
     return out
 
 
+def floor(settings: Settings, accounts: int, count: int, rate: float, timeout_s: float = 600) -> dict:
+    """The broker's own floor under the same feed: a bare consumer (the processor's input consumer
+    configuration, every input partition assigned, ``consume`` as the processor calls it: one
+    record awaited, then what is queued) fed as :func:`paced` feeds the processor, and nothing else
+    done: **sent -> consumed** of each shortfall. No processor on this broker can do better."""
+    create_missing_topics(settings, [*settings.topics.inputs(), *settings.topics.outputs()], PARTITIONS)
+    context = multiprocessing.get_context("spawn")
+    go, (ours, theirs) = context.Event(), context.Pipe()
+    feed = context.Process(target=_feed, args=(settings, accounts, count, rate, go, theirs), daemon=True)
+    feed.start()
+    codec, shortfalls = Codec(), settings.topics.liquidation_shortfalls
+    consumer = Consumer(input_consumer_config(settings))
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in settings.topics.inputs() for p in range(PARTITIONS)])
+    consumed_at: dict[str, float] = {}
+    records, fed = 0, None
+    try:
+        _wait_for(ours, feed, 300, "get ready (encoding its records)")
+        ours.recv()
+        go.set()
+        deadline = time.monotonic() + timeout_s
+        while fed is None or records < fed["sent"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bare consumer did not read the {count:,} records fed within {timeout_s:g} s")
+            batch = consumer.consume(1, 0.1)
+            if batch:
+                batch += consumer.consume(settings.batch_size - 1, 0)
+            at = time.monotonic()
+            for message in batch:
+                if message.error() is None:
+                    records += 1
+                    if message.topic() == shortfalls:
+                        consumed_at[codec.decode(message.value(), LiquidationShortfall).event_id] = at
+            if fed is None and ours.poll(0):
+                fed = ours.recv()
+    finally:
+        consumer.close()
+        feed.join(10)
+    waited = [(consumed_at[event] - sent) * 1000 for event, sent in fed["sent_at"].items() if event in consumed_at]
+    seconds = fed["last"] - fed["first"]
+    return {"events_per_s": round((fed["sent"] - 1) / seconds) if seconds > 0 else 0, "records": records,
+            "shortfalls": len(waited), "orders": 0, "sent_to_consumed_ms": percentiles(waited) if waited else {}}
+
+
 def _wait_for(pipe, feed, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not pipe.poll(0.2):
@@ -384,6 +432,10 @@ def run(broker: EmbeddedBroker, accounts: int, backlog_records: int, seconds: fl
         settings = replace(settings_for(broker, f"{name[:5]}{uuid.uuid4().hex[:6]}."), log_level="error")
         out[name] = paced(replace(settings, kafka={**settings.kafka, **kafka}), accounts, int(rate * seconds), rate)
         out[name]["met"] = out[name].get("p99_ms", float("inf")) <= TARGET_P99_MS
+        gc.collect()
+        bare = replace(settings_for(broker, f"floor{uuid.uuid4().hex[:6]}."), log_level="error")
+        out[f"{name}_broker_floor"] = floor(replace(bare, kafka={**bare.kafka, **kafka}), accounts, int(rate * seconds),
+                                            rate)
     return out
 
 
@@ -392,10 +444,10 @@ def rows(results: dict) -> list[dict]:
     table = []
     for name, r in results.items():
         t = r.get("transactions", {})
+        sent = r.get("sent_to_committed_ms") or r.get("sent_to_consumed_ms")  # (a broker floor: to consumed)
         table.append({"run": name, "rec/s": r["events_per_s"], "shortfalls": r["shortfalls"], "orders": r["orders"],
-                      "p50 ms": float(r.get("p50_ms", 0.0)), "p99 ms": float(r.get("p99_ms", 0.0)),
-                      "max ms": float(r.get("max_ms", 0.0)),
-                      "sent p99": float(r["sent_to_committed_ms"]["p99"]) if r.get("sent_to_committed_ms") else "-",
+                      **{f"{q} ms": float(r[f"{q}_ms"]) if f"{q}_ms" in r else "-" for q in ("p50", "p99", "max")},
+                      "sent p99": float(sent["p99"]) if sent else "-",
                       "txn rec": t.get("records_mean", 0),
                       "txn p99 ms": float(t.get("open_ms", {}).get("p99", 0.0))})
     return table
