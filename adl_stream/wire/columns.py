@@ -47,8 +47,8 @@ def field_kind(avro_type) -> tuple[int, tuple[str, ...]] | None:
 
 class ColumnReader:
     """Reads bodies of one parsed plain schema (decimals as ``bytes``, ``ts`` a ``long``) into
-    records made by ``make(values)``, ``values`` the fields in schema order with each decimal as
-    ``decimal_of(unscaled int)`` (None: out of range, then the codec's)."""
+    records made by ``make(columns, n)``, ``columns`` the values of each field in schema order with
+    each decimal as ``decimal_of(unscaled int)`` (None: out of range, then the codec's)."""
 
     def __init__(self, parsed: dict, decimals: tuple[str, ...], make, decimal_of) -> None:
         plan = []
@@ -109,9 +109,12 @@ class ColumnReader:
             bad |= pos > ends
             pos = np.minimum(pos, ends)  # a corrupt record reads no further than its end
         bad |= pos != ends  # bytes left after the record
-        make = self._make
-        return [None if wrong else make(values)
-                for wrong, values in zip(bad.tolist(), zip(*columns))] if columns else [None] * n
+        if not columns:
+            return [None] * n
+        records = self._make(columns, n)
+        if bad.any():
+            return [None if wrong else record for wrong, record in zip(bad.tolist(), records)]
+        return records
 
     def _decimals(self, buf: bytes, first: np.ndarray, last: np.ndarray, bad: np.ndarray) -> list:
         """Each record's decimal; marks ``bad`` where it is out of range. A value is made once and
