@@ -65,6 +65,28 @@ def _grid(spec: SymbolSpec) -> tuple[SymbolSpec, int | None, int | None]:
     return grid
 
 
+UNITS_KEPT = 1 << 16
+"""Distinct quantities and prices whose units :func:`_units` keeps (a market's repeat: a fill's two
+conversions were 5 % of applying it); past that it starts afresh."""
+_UNITS: dict[Decimal, int] = {}
+
+
+def _units(value: Decimal) -> int:
+    """``to_units(value, QUANTITY_SCALE)``, kept by value (equal decimals, ``1.0`` and ``1``, have
+    equal units: a cache of a pure function, nothing the state or the order of records changes)."""
+    try:
+        return _UNITS[value]
+    except KeyError:
+        pass
+    except TypeError:  # a signalling NaN is not hashable: to_units says what it is
+        return to_units(value, QUANTITY_SCALE)
+    units = to_units(value, QUANTITY_SCALE)
+    if len(_UNITS) >= UNITS_KEPT:
+        _UNITS.clear()
+    _UNITS[value] = units
+    return units
+
+
 def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> tuple[SymbolSpec, int, int, int]:
     """The fill's symbol, and its quantity and price in units of 1e-18 and fee in units of 1e-36.
 
@@ -73,7 +95,7 @@ def check_fill(fill: Fill, symbols: Mapping[str, SymbolSpec]) -> tuple[SymbolSpe
     same order as :func:`_check_fill_exactly`, which takes any other value."""
     spec = _spec(symbols, fill.symbol)
     try:
-        quantity, price = to_units(fill.quantity, QUANTITY_SCALE), to_units(fill.price, QUANTITY_SCALE)
+        quantity, price = _units(fill.quantity), _units(fill.price)
     except (ValueError, OverflowError):  # more places than the wire's, or not finite
         return _check_fill_exactly(fill, spec)
     if quantity <= 0:

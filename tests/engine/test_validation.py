@@ -43,3 +43,31 @@ def test_an_off_grid_quantity_is_refused_naming_the_lot():
         check_fill(Fill("f", "a", "BTCUSDT", "BUY", D("0.0015"), D(1), D(0), "TRADE", None, 5), {"BTCUSDT": spec})
     with pytest.raises(Rejected, match=r"price 1.05 is not a multiple of 0.1 for BTCUSDT"):
         check_fill(Fill("f", "a", "BTCUSDT", "BUY", D("0.002"), D("1.05"), D(0), "TRADE", None, 5), {"BTCUSDT": spec})
+
+
+def _units_or_error(convert, value):
+    try:
+        return ("units", convert(value))
+    except (ValueError, OverflowError, decimal.InvalidOperation) as error:
+        return ("error", type(error))
+
+
+@given(st.lists(values | st.sampled_from([D("NaN"), D("sNaN"), D("Infinity"), D("1.000"), D("1"), D("-0")]),
+                max_size=40), st.integers(min_value=1, max_value=8))
+def test_the_kept_units_of_a_value_are_its_units(held, kept):
+    """The units check_fill keeps per value are to_units of it: for repeats, for equal values of other
+    exponents (1 and 1.000), after the cache starts afresh, and a NaN refused as before."""
+    from adl_stream.engine import validation
+    from adl_stream.engine.numbers import QUANTITY_SCALE, to_units
+
+    saved, validation.UNITS_KEPT = validation.UNITS_KEPT, kept
+    validation._UNITS.clear()
+    try:
+        for value in held + [EXACT.add(v, D("0.000")) for v in held if v.is_finite()]:
+            with decimal.localcontext(EXACT):
+                assert _units_or_error(validation._units, value) == _units_or_error(
+                    lambda v: to_units(v, QUANTITY_SCALE), value)
+            assert len(validation._UNITS) <= kept
+    finally:
+        validation.UNITS_KEPT = saved
+        validation._UNITS.clear()
