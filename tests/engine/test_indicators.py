@@ -38,7 +38,7 @@ def test_lights_by_rank_and_only_changes_then_a_tombstone():
     assert [(r.account_id, r.side, r.light) for r in first if r.side == "LONG"] == [("L", "LONG", 5)]
     assert engine.indicators.counts[("BTCUSDT", "SHORT", 3)] == 1
     # Nothing changed: no record at the next crossing.
-    assert engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL)).indicators == []
+    assert list(engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL)).indicators) == []
     # S1 closes (buys back 1 from L): a tombstone; S2..S4 move up one light each.
     engine.apply(fill(20, "S1", "BUY", 1, 90, 2 * INTERVAL + 1))
     engine.apply(fill(21, "L", "SELL", 1, 90, 2 * INTERVAL + 1))
@@ -52,7 +52,7 @@ def test_lights_by_rank_and_only_changes_then_a_tombstone():
 def test_off_by_default_and_restored_lights_publish_only_changes():
     quiet = Engine(SYMBOLS)
     book(quiet)
-    assert quiet.apply(MarkPrice("BTCUSDT", D(90), INTERVAL)).indicators == []
+    assert list(quiet.apply(MarkPrice("BTCUSDT", D(90), INTERVAL)).indicators) == []
 
     original = Engine(SYMBOLS, indicator_interval_ms=INTERVAL)
     book(original)
@@ -83,7 +83,7 @@ def test_a_record_refused_after_its_time_crossed_an_interval_still_hands_over_th
     else:
         raise AssertionError("the shortfall of an unknown position was accepted")
     assert len(published) == 6 and {p.account_id for p in published} == {"S0", "S1", "S2", "S3", "S4", "L"}
-    assert engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL)).indicators == []  # nothing left unpublished
+    assert list(engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL)).indicators) == []  # nothing left unpublished
     try:  # a refusal that moved no time carries nothing
         engine.apply(LiquidationShortfall("e2", "NOBODY", "BTCUSDT", "LONG", D(1), D(95), D(1), 2 * INTERVAL))
     except Rejected as rejected:
