@@ -59,9 +59,10 @@ class EventTimeMerger:
         buffer = self._buffers.get(key)
         return len(buffer) if buffer else 0
 
-    def add(self, topic: str, partition: int, offset: int, ts: int | None, item: Any) -> None:
-        """Buffer ``item``; ``ts`` None (an undecodable record) sorts with its partition's last ts."""
-        key = (topic, partition)
+    def add(self, key: PartitionKey, offset: int, ts: int | None, item: Any) -> None:
+        """Buffer ``item`` of partition ``key`` (topic, partition); ``ts`` None (an undecodable
+        record) sorts with its partition's last ts."""
+        topic, partition = key
         last_ts = self._last_ts
         if ts is None:
             ts = last_ts.get(key, -1)

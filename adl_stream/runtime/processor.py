@@ -38,6 +38,7 @@ from confluent_kafka import (
     TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -601,31 +602,51 @@ class Processor:
         """Hand each consumed record to the merge of its settle asset, if this instance owns it.
 
         One pass over the batch with the look-ups bound once (this runs for every input record):
-        the settle asset of a key and the domain of an asset are looked up once per batch. The
+        the messages' fields are read by C-level maps, the settle asset of a key and the domain of
+        an asset are looked up once per batch, the topic's kind once per run of one partition. The
         values are decoded before, per topic, column by column (``Codec.decode_all``)."""
+        errors = list(map(Message.error, messages))
+        if errors.count(None) != len(errors):
+            kept = []
+            for message, error in zip(messages, errors):
+                if error is None:
+                    kept.append(message)
+                elif error.fatal():
+                    raise FatalError(f"fatal Kafka error: {error}")
+                else:
+                    log.warning("consumer_error", error=str(error))
+            messages = kept
+        topics = list(map(Message.topic, messages))
+        partitions = list(map(Message.partition, messages))
+        offsets = list(map(Message.offset, messages))
+        records = self._decode_batch(messages, topics)
         routed, record_types, topology = self._routed, self._record_type, self.topology
         tasks, n_tasks = self.tasks, topology.tasks
         asset_of_key, asset_of_record = topology.asset_of_key, topology.asset_of_record
-        of_key: dict = {}  # (record type, key) -> settle asset
+        asset_of_symbol, asset_of_fund = topology.asset_of_symbol, topology.asset_of_fund
+        of_key: dict = {}  # (topic, key) -> settle asset
         domain_of: dict = {}  # settle asset -> its domain here, or None (owned elsewhere)
-        for message, record in zip(messages, self._decode_batch(messages)):
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise FatalError(f"fatal Kafka error: {error}")
-                log.warning("consumer_error", error=str(error))
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            key = (topic, partition)
+        key = None
+        for message, record, topic, partition, offset in zip(messages, records, topics, partitions, offsets):
+            if key is None or partition != key[1] or topic != key[0]:  # a run of one partition begins
+                key = (topic, partition)
+                by_value = record_types[topic] is BalanceUpdate  # keyed by account: the asset is in the value
+                by_fund = topic == self._fund_topic
             routed[key] = offset + 1
             rejected = isinstance(record, Rejected)
-            if record_types[topic] is BalanceUpdate:  # keyed by account: the asset is in the value
+            if by_value:
                 asset = UNROUTED if rejected else asset_of_record(record)
             else:
                 raw_key = message.key()
                 asset = of_key.get((topic, raw_key))
                 if asset is None:
-                    asset = of_key[(topic, raw_key)] = asset_of_key(topic == self._fund_topic, raw_key)
+                    asset = of_key[(topic, raw_key)] = asset_of_key(by_fund, raw_key)
+                if not rejected:
+                    named = (asset_of_fund.get(record.fund_id, UNROUTED) if by_fund
+                             else asset_of_symbol.get(record.symbol, UNROUTED))
+                    if named != asset:
+                        record, rejected = Rejected("key_mismatch", f"the key {raw_key!r} routes to settle asset "
+                                                    f"{asset!r}, the record to {named!r}"), True
             domain = domain_of.get(asset, False)
             if domain is False:
                 task = tasks.get(task_of(asset, n_tasks))
@@ -634,19 +655,20 @@ class Processor:
                 continue
             if offset < domain.offsets.get(key, 0):
                 continue  # applied before (the partition is read from the lowest offset any asset needs)
-            if not rejected and (named := asset_of_record(record)) != asset:
-                record = Rejected("key_mismatch", f"the key {message.key()!r} routes to settle asset {asset!r}, "
-                                  f"the record to {named!r}")
-            domain.merger.add(topic, partition, offset, getattr(record, "ts", None),
-                              (message, record, consumed_at, key, offset))
+            domain.merger.add(key, offset, None if rejected else record.ts, (message, record, consumed_at, key, offset))
 
-    def _decode_batch(self, messages: list) -> list:
-        """The record (or the :class:`Rejected` refusal) of each message's value, in order; None
-        for a message that is an error. Each topic's values are decoded in one call."""
+    def _decode_batch(self, messages: list, topics: list[str]) -> list:
+        """The record (or the :class:`Rejected` refusal) of each message's value (``topics`` their
+        topics), in order. Each topic's values are decoded in one call."""
         rows_of: dict[str, list[int]] = {}
-        for row, message in enumerate(messages):
-            if message.error() is None:
-                rows_of.setdefault(message.topic(), []).append(row)
+        for row, topic in enumerate(topics):
+            rows = rows_of.get(topic)
+            if rows is None:
+                rows = rows_of[topic] = []
+            rows.append(row)
+        if len(rows_of) == 1:  # (most batches: one topic's records, decoded in their order)
+            (topic,) = rows_of
+            return self.codec.decode_all(list(map(Message.value, messages)), self._record_type[topic])
         out: list = [None] * len(messages)
         for topic, rows in rows_of.items():
             decoded = self.codec.decode_all([messages[row].value() for row in rows], self._record_type[topic])

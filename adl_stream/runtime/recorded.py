@@ -63,7 +63,7 @@ def read_recorded(settings: Settings, timeout_s: float = 60.0) -> Recorded:
                 recorded.left_out["key_mismatch"] += 1
                 continue
             merger = mergers.setdefault(asset, EventTimeMerger(priorities(settings)))
-            merger.add(topic, message.partition(), message.offset(), record.ts, record)
+            merger.add((topic, message.partition()), message.offset(), record.ts, record)
     for asset in sorted(mergers):  # everything is buffered: no partition to wait for (max_idle_ms 0)
         recorded.by_asset[asset] = list(mergers[asset].release())
     return recorded

@@ -26,7 +26,7 @@ def _live(arrivals: list[list[tuple]]) -> tuple[list[str], list]:
     merger, released = EventTimeMerger(PRIORITY), []
     for fetched in arrivals:
         for (topic, partition), offset, ts in fetched:
-            merger.add(topic, partition, offset, ts, f"{topic}[{partition}]@{offset}")
+            merger.add((topic, partition), offset, ts, f"{topic}[{partition}]@{offset}")
         released += merger.release()
     return released, merger.take_runs()
 
@@ -56,7 +56,7 @@ def test_a_merger_that_has_everything_follows_the_recorded_live_order_exactly(ar
     replay = EventTimeMerger(PRIORITY)
     replay.follow(RecordedOrder("USDT", runs))
     for (topic, partition), offset, ts in everything:
-        replay.add(topic, partition, offset, ts, f"{topic}[{partition}]@{offset}")
+        replay.add((topic, partition), offset, ts, f"{topic}[{partition}]@{offset}")
     assert list(replay.release()) == live
     assert replay.take_runs() == runs  # the replay records the same order again
 
@@ -71,7 +71,7 @@ def test_late_records_are_released_where_live_processing_released_them_not_by_ev
     following.follow(RecordedOrder("USDT", runs))
     for merger in (by_event_time, following):
         for (topic, partition), offset, ts in [r for fetched in arrivals for r in fetched]:
-            merger.add(topic, partition, offset, ts, f"{topic}[{partition}]@{offset}")
+            merger.add((topic, partition), offset, ts, f"{topic}[{partition}]@{offset}")
     assert list(by_event_time.release()) == ["fills[1]@0", "fills[0]@0", "shortfalls[0]@0"]
     assert list(following.release()) == live
 
@@ -80,10 +80,10 @@ def test_a_follower_waits_for_the_partition_the_order_names_then_goes_on_by_even
     order = RecordedOrder("USDT", [[("fills", 1), 1], [("fills", 0), 1]])
     merger = EventTimeMerger(PRIORITY)
     merger.follow(order)
-    merger.add("fills", 0, 0, 1, "f0@0")
+    merger.add(("fills", 0), 0, 1, "f0@0")
     assert list(merger.release()) == []  # fills[1] first, and it has not come yet
-    merger.add("fills", 1, 0, 9, "f1@0")
-    merger.add("fills", 0, 1, 2, "f0@1 (after the recorded order)")
+    merger.add(("fills", 1), 0, 9, "f1@0")
+    merger.add(("fills", 0), 1, 2, "f0@1 (after the recorded order)")
     assert list(merger.release()) == ["f1@0", "f0@0", "f0@1 (after the recorded order)"]
     assert len(order) == 0
 
@@ -94,8 +94,8 @@ def test_a_resumed_replay_skips_the_runs_it_applied_and_finishes_a_run_it_began(
     merger = EventTimeMerger(PRIORITY)
     merger.follow(order)
     for offset, ts in ((3, 1), (4, 1)):
-        merger.add("fills", 0, offset, ts, f"f0@{offset}")
-    merger.add("fills", 1, 1, 99, "f1@1")
+        merger.add(("fills", 0), offset, ts, f"f0@{offset}")
+    merger.add(("fills", 1), 1, 99, "f1@1")
     assert list(merger.release()) == ["f1@1", "f0@3", "f0@4"]
 
 
@@ -103,14 +103,14 @@ def test_an_order_the_input_does_not_match_is_abandoned_for_event_time():
     order = RecordedOrder("USDT", [[("fills", 0), 2], [("fills", 1), 1]])
     merger = EventTimeMerger(PRIORITY)
     merger.follow(order)
-    merger.add("fills", 0, 5, 3, "f0@5")  # nothing below offset 2 of this asset: another input
-    merger.add("fills", 1, 0, 1, "f1@0")
+    merger.add(("fills", 0), 5, 3, "f0@5")  # nothing below offset 2 of this asset: another input
+    merger.add(("fills", 1), 0, 1, "f1@0")
     assert list(merger.release()) == ["f1@0", "f0@5"]
     assert len(order) == 0
     ended = RecordedOrder("USDT", [[("fills", 0), 2]])
     merger = EventTimeMerger(PRIORITY)
     merger.follow(ended)
-    merger.add("fills", 1, 0, 1, "f1@0")
+    merger.add(("fills", 1), 0, 1, "f1@0")
     assert list(merger.release(caught_up={("fills", 0)})) == ["f1@0"]  # fills[0] ended: nothing to wait for
     assert len(ended) == 0
 
