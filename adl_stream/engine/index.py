@@ -57,7 +57,7 @@ from operator import attrgetter, truediv
 
 import numpy as np
 
-from .numbers import EXACT, MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_int, shared_ints, to_units
+from .numbers import EXACT, MONEY_UNIT, QUANTITY_SCALE, QUANTITY_UNIT, shared_ints, to_units
 from .positions import Position
 from .wallets import Accounts as WalletAccounts
 from .wallets import Wallet, Wallets

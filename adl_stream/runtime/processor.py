@@ -660,15 +660,13 @@ class Processor:
     def _decode_batch(self, messages: list, topics: list[str]) -> list:
         """The record (or the :class:`Rejected` refusal) of each message's value (``topics`` their
         topics), in order. Each topic's values are decoded in one call."""
+        distinct = set(topics)
+        if len(distinct) == 1:  # (most batches: one topic's records, decoded in their order)
+            (topic,) = distinct
+            return self.codec.decode_all(list(map(Message.value, messages)), self._record_type[topic])
         rows_of: dict[str, list[int]] = {}
         for row, topic in enumerate(topics):
-            rows = rows_of.get(topic)
-            if rows is None:
-                rows = rows_of[topic] = []
-            rows.append(row)
-        if len(rows_of) == 1:  # (most batches: one topic's records, decoded in their order)
-            (topic,) = rows_of
-            return self.codec.decode_all(list(map(Message.value, messages)), self._record_type[topic])
+            rows_of.setdefault(topic, []).append(row)
         out: list = [None] * len(messages)
         for topic, rows in rows_of.items():
             decoded = self.codec.decode_all([messages[row].value() for row in rows], self._record_type[topic])
