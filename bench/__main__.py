@@ -135,11 +135,9 @@ def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
     fills = pipeline.settings_for(broker, f"fills{uuid.uuid4().hex[:6]}.")
     with console.status(f"publishing {args.book:,} fills for the peer ..."):
         count = pipeline.prefill(fills, [r for r in pipeline.book_records(args.book) if isinstance(r, pipeline.Fill)])
-    with console.status("positions from fills: adl-stream, then Quix Streams ..."):
-        out["peer_adl_stream"] = pipeline.adl_stream(fills, count)
-        out["peer_quix_streams"] = pipeline.quix_positions(fills, count)
-    if "events_per_s" in out["peer_quix_streams"]:
-        out["peer_ratio"] = round(out["peer_adl_stream"]["events_per_s"] / out["peer_quix_streams"]["events_per_s"], 3)
+    with console.status("positions from fills: adl-stream, Quix Streams, then adl-stream again ..."):
+        runs = pipeline.peer(fills, count)
+    out.update({f"peer_{name}": figures for name, figures in runs.items()})
 
     table(console, "Through Kafka (embedded broker, same run)", [
         {"run": name, "records": figures.get("records", 0), "seconds": figures.get("seconds", 0.0),

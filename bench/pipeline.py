@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from io import BytesIO
 
@@ -164,6 +165,23 @@ def restore(settings: Settings, expected: int, runs: int = 3) -> dict:
     seconds = statistics.median(times)
     return {"records": int(records), "inputs": expected, "positions": positions, "seconds": round(seconds, 3),
             "runs_s": [round(t, 3) for t in times], "events_per_s": round(records / seconds)}
+
+
+def peer(settings: Settings, expected_fills: int) -> dict:
+    """adl-stream, the Quix Streams peer, then adl-stream again (a group of its own, from the first
+    fill) over the same fills. The ratio is the mean of adl-stream's two rates over the peer's: the
+    machine's speed moves by a fifth within an hour here, and a drift over the ~3 minutes of the
+    three runs moves the runs on both sides of the peer's alike (a linear one cancels). The garbage
+    of each run is collected before the next, as :func:`restore` does."""
+    runs = {"adl_stream": adl_stream(settings, expected_fills)}
+    gc.collect()
+    runs["quix_streams"] = quix_positions(settings, expected_fills)
+    gc.collect()
+    runs["adl_stream_again"] = adl_stream(replace(settings, group_id=f"{settings.group_id}.again"), expected_fills)
+    if "events_per_s" in runs["quix_streams"]:
+        ours = (runs["adl_stream"]["events_per_s"] + runs["adl_stream_again"]["events_per_s"]) / 2
+        runs["ratio"] = round(ours / runs["quix_streams"]["events_per_s"], 3)
+    return runs
 
 
 def quix_positions(settings: Settings, expected_fills: int) -> dict:
