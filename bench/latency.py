@@ -142,7 +142,7 @@ def attach(processor: Processor) -> Probe:
                 stages["commit_call"] += time.perf_counter() - started
         return wrapper
 
-    def observed_commit():
+    def observed_commit(*args, **kwargs):
         checkpoint = processor.checkpoint
         if not getattr(checkpoint, "_probed", False):  # created by run(): wrapped at its first commit
             checkpoint.commit = checkpoint_commit(checkpoint, checkpoint.commit)
@@ -151,7 +151,7 @@ def attach(processor: Processor) -> Probe:
         call_before, changelog_before = stages["commit_call"], stages["changelog"]
         checkpoint_pending[0] = 0
         started = time.perf_counter()
-        commit()
+        commit(*args, **kwargs)
         call, changelog = stages["commit_call"] - call_before, stages["changelog"] - changelog_before
         stages["commit_rest"] += time.perf_counter() - started - call - changelog
         produced = checkpoint_pending[0]

@@ -195,6 +195,7 @@ class Processor:
         self._failed = False
         self._decided: list[tuple[str, float, int]] = []  # shortfalls decided, not yet committed
         self._decided_at = 0.0  # when the first of them was decided (monotonic)
+        self._read_ahead_records = 0  # input records read during the last commit (_commit)
         # records applied per counter and topic since they were last counted (_count_applied)
         self._applied: dict[tuple[str, str], int] = {}
         self._joining_since: float | None = None  # subscribed, no assignment yet (for waiting_for_tasks)
@@ -530,7 +531,7 @@ class Processor:
             # nor for more than a DECISION_SHARE of it while records keep coming (_due).
             if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= self._due(deadline))
                     or (self._decided and not more)):
-                self._commit()
+                self._commit(read_ahead=True)
             if not more:
                 break
         self._count_applied()
@@ -550,7 +551,9 @@ class Processor:
         input up to ``poll_timeout_ms`` before it was even consumed. Waits at most until the open
         transaction's deadline, so that it commits on time when no input comes."""
         timeout = self.settings.poll_timeout_ms / 1000
-        if self._uncommitted:
+        if self._read_ahead_records:  # read during the last commit, in the merges: no wait for more
+            timeout, self._read_ahead_records = 0.0, 0
+        elif self._uncommitted:
             timeout = min(timeout, max(0.0, self._transaction_started + self._commit_interval_s - time.monotonic()))
         messages = self.inputs.consume(1, timeout)
         if messages and self.settings.batch_size > 1:
@@ -698,13 +701,21 @@ class Processor:
             return min(deadline, self._decided_at + self._commit_interval_s / DECISION_SHARE)
         return deadline
 
-    def _commit(self) -> None:
+    def _commit(self, read_ahead: bool = False) -> None:
+        """Commit the open transaction. ``read_ahead``: while the broker commits it, the input
+        queued in the consumer is read and routed into the merges (decoded and buffered: nothing
+        the transaction holds, nothing produced; the next :meth:`_consume` then does not wait),
+        unless the transaction holds a decision, which is then visible as soon as the broker has it."""
         if self._dry_run is None:
             self._write_changelog()
         else:  # no changelog to record the merge order in
             for domain in self.domains():
                 domain.merger.take_runs()
-        if self.checkpoint.commit():
+        if read_ahead and self._dry_run is None and not self._decided and self.checkpoint.pending:
+            committed, self._read_ahead_records = self.checkpoint.commit_while(self._read_ahead)
+        else:
+            committed = self.checkpoint.commit()
+        if committed:
             self._progress_at = time.monotonic()
         settle()
         self._uncommitted = 0
@@ -728,6 +739,13 @@ class Processor:
                 m.shortfall_processing.labels(symbol).observe(now - consumed_at)
                 m.event_to_output.labels(symbol).observe(max(0.0, wall - ts / 1000))
             self._decided.clear()
+
+    def _read_ahead(self) -> int:
+        """Route the input records queued in the consumer now (no wait); how many there were."""
+        messages = self.inputs.consume(self.settings.batch_size, 0)
+        if messages:
+            self._route_batch(messages, time.monotonic())
+        return len(messages)
 
     def _show_lights(self) -> None:
         """The lights gauge of every engine that made an indicator pass since it was last set."""

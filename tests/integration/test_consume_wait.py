@@ -61,9 +61,9 @@ def test_a_decision_commits_a_fraction_of_the_interval_after_it_while_records_ke
     commits = []
     commit = Processor._commit
 
-    def recorded(self):
+    def recorded(self, *args, **kwargs):
         commits.append((self._uncommitted, bool(self._decided)))
-        commit(self)
+        commit(self, *args, **kwargs)
 
     monkeypatch.setattr(Processor, "_commit", recorded)
     after = [sc.fill(f"g{i}", f"X{i % 700}", "BUY" if i % 2 else "SELL", "0.001", 90, 5_000 + i) for i in range(40_000)]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from decimal import Decimal as D
@@ -11,6 +12,7 @@ import pytest
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.readable import plain_decimal
+from adl_stream.runtime.checkpoint import Checkpoint
 from adl_stream.runtime.processor import EXIT_FATAL, Processor
 from adl_stream.wire import Codec
 from tests import scenarios as sc
@@ -213,8 +215,8 @@ def test_a_transaction_opened_inside_a_large_consumed_batch_commits_within_the_i
         time.sleep(0.005)
         return apply(self, engine, record, received_ts)
 
-    def timed_commit(self):
-        commit(self)
+    def timed_commit(self, *args, **kwargs):
+        commit(self, *args, **kwargs)
         committed_at.append((time.monotonic(), metric(self, "adl_events_processed_total")))
 
     monkeypatch.setattr(Processor, "apply_record", slow)
@@ -227,6 +229,43 @@ def test_a_transaction_opened_inside_a_large_consumed_batch_commits_within_the_i
     assert len(during) >= 8, committed_at  # ~2 s of work at one commit per 100 ms
     gaps = [b - a for a, b in zip(during, during[1:])]
     assert max(gaps) < 0.5, gaps  # never the whole batch in one transaction
+
+
+def test_the_input_queued_is_read_while_a_transaction_commits_and_the_outcome_is_the_engines(
+        settings, start_processor, monkeypatch):
+    # A backlog committed in transactions of 50 records: while each commits (its broker calls, in a
+    # thread), the records queued behind it are read and routed into the merges
+    # (Processor._commit's read_ahead); what the processor holds at the end is what an engine of the
+    # same settings makes of the same records in event-time order.
+    fills = [sc.fill(f"g{i}", f"X{i % 70}", "BUY" if i % 2 else "SELL", "0.001", 90, 5_000 + i) for i in range(3_000)]
+    records = [*sc.SETUP, *fills]
+    commit, route, routed_while = Checkpoint.commit, Processor._route_batch, []
+
+    def observed_commit(self):
+        time.sleep(0.01)  # at least this long in the commit thread
+        return commit(self)
+
+    def observed_route(self, messages, consumed_at):
+        if messages and any(t.name == "adl-commit" and t.is_alive() for t in threading.enumerate()):
+            routed_while.append(len(messages))
+        return route(self, messages, consumed_at)
+
+    monkeypatch.setattr(Checkpoint, "commit", observed_commit)
+    monkeypatch.setattr(Processor, "_route_batch", observed_route)
+    running = start_processor(replace(settings, batch_size=50, commit_interval_ms=60_000))
+    feed = Feed(settings)
+    feed.send(*sc.SETUP)  # first, so that every input partition has been fetched when the fills come
+    running.wait_handled(len(sc.SETUP))
+    feed.send(*fills)
+    running.wait_handled(len(records))
+    p = running.processor
+    held = p.domain("USDT").engine.snapshot()
+    reference = p._new_domain("USDT").engine
+    assert running.close() == 0
+    assert routed_while and sum(routed_while) > 1_000, routed_while  # most of the backlog read so
+    for record in sorted(records, key=lambda r: r.ts):
+        reference.apply(record)
+    assert held == reference.snapshot()
 
 
 def test_an_internal_error_stops_the_instance_without_committing_past_it(settings, start_processor):

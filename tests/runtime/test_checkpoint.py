@@ -121,3 +121,37 @@ def test_bounded_returns_the_result_or_raises_the_exception_of_the_call():
     assert bounded(lambda a, b: a + b, 2, 3, timeout_s=1) == 5
     with pytest.raises(KafkaException):
         bounded(lambda: (_ for _ in ()).throw(KafkaException(KafkaError(KafkaError._TIMED_OUT))), timeout_s=1)
+
+
+class _SlowlyFenced(_FencedInTheBackground):
+    def flush(self, timeout=None):
+        time.sleep(0.2)  # the broker's acknowledgements, long enough for the work to see the commit run
+        return super().flush(timeout)
+
+
+def test_commit_while_runs_the_work_in_this_thread_beside_the_commit_and_raises_the_commits_error():
+    checkpoint = Checkpoint(_SlowlyFenced(), consumer=None, transactional=True)
+    checkpoint.produce("out", b"k", b"v")
+    ran = []
+
+    def work():
+        ran.append((threading.current_thread(), [t.name for t in threading.enumerate()]))
+        return 7
+
+    with pytest.raises(Fenced):
+        checkpoint.commit_while(work)
+    (thread, names), = ran
+    assert thread is threading.current_thread() and "adl-commit" in names  # the commit in a thread of its own
+    assert "adl-commit" not in [t.name for t in threading.enumerate()]  # waited for
+
+
+def test_commit_while_gives_what_both_returned_or_the_works_error_after_the_commit():
+    checkpoint = Checkpoint(producer=None, consumer=None, transactional=True)  # nothing to commit: 0 at once
+    assert checkpoint.commit_while(lambda: 5) == (0, 5)
+
+    def failing():
+        raise ValueError("the work failed")
+
+    with pytest.raises(ValueError, match="the work failed"):
+        checkpoint.commit_while(failing)
+    assert "adl-commit" not in [t.name for t in threading.enumerate()]
