@@ -529,9 +529,9 @@ class Processor:
             self._uncommitted += released
             # A shortfall decision is not held for the interval once nothing more is released now,
             # nor for more than a DECISION_SHARE of it while records keep coming (_due).
-            if (self._uncommitted >= batch_size or (self._uncommitted and time.monotonic() >= self._due(deadline))
-                    or (self._decided and not more)):
-                self._commit(read_ahead=True)
+            full = self._uncommitted >= batch_size
+            if full or (self._uncommitted and time.monotonic() >= self._due(deadline)) or (self._decided and not more):
+                self._commit(read_ahead=full)  # a full transaction: more input is waiting (a backlog)
             if not more:
                 break
         self._count_applied()
@@ -702,10 +702,13 @@ class Processor:
         return deadline
 
     def _commit(self, read_ahead: bool = False) -> None:
-        """Commit the open transaction. ``read_ahead``: while the broker commits it, the input
-        queued in the consumer is read and routed into the merges (decoded and buffered: nothing
-        the transaction holds, nothing produced; the next :meth:`_consume` then does not wait),
-        unless the transaction holds a decision, which is then visible as soon as the broker has it."""
+        """Commit the open transaction. ``read_ahead`` (a transaction of ``batch_size`` records: input
+        is waiting): while the broker commits it, the input queued in the consumer is read and
+        routed into the merges (decoded and buffered: nothing the transaction holds, nothing
+        produced; the next :meth:`_consume` then does not wait), unless the transaction holds a
+        decision, which is then visible as soon as the broker has it. Not for a transaction
+        committed on time (a paced input): the commit's thread would wait for the GIL behind the
+        routing (Python's 5 ms switch interval at each of its steps)."""
         if self._dry_run is None:
             self._write_changelog()
         else:  # no changelog to record the merge order in
