@@ -35,7 +35,9 @@ crash, which reaches ADL, again and again with new ids, each pass ending where i
 
 Each run reports where the loop's time went (``stages_s``: seconds in consume and the rest,
 routing, draining the merges (applying), writing the changelog and the commit call), the
-garbage collections, and the p99 per tenth of the run.
+garbage collections, and the p99 per tenth of the run. Under a backlog, the routing of the input
+read during a full transaction's commit (``Processor._commit``, read ahead) counts in both
+``route`` and ``commit_call``, so ``consume_and_rest`` can be below 0.
 """
 
 from __future__ import annotations

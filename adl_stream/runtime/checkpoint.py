@@ -56,28 +56,27 @@ class BrokerUnavailable(DeliveryFailed):
 def bounded(call, *args, timeout_s: float, what: str = ""):
     """``call(*args)``, in a thread of its own, waited for ``timeout_s`` + :data:`OVERRUN_S`; its
     result or exception, or :class:`BrokerUnavailable` when it has not returned by then."""
-    done, outcome = _started(call, *args, name=f"adl-{what or 'kafka-call'}")
-    if not done.wait(timeout_s + OVERRUN_S):
+    thread, outcome = _started(call, *args, name=f"adl-{what or 'kafka-call'}")
+    thread.join(timeout_s + OVERRUN_S)
+    if thread.is_alive():
         raise BrokerUnavailable(f"{what or getattr(call, '__name__', 'a Kafka call')} did not return within "
                                 f"{timeout_s + OVERRUN_S:g}s (the broker is unreachable or restarting)")
     return _result(outcome)
 
 
-def _started(call, *args, name: str) -> tuple[threading.Event, list]:
-    """``call(*args)`` started in a daemon thread ``name``: (set once it has returned, [its outcome])."""
+def _started(call, *args, name: str) -> tuple[threading.Thread, list]:
+    """``call(*args)`` started in a daemon thread ``name``: (the thread, [its outcome once it ended])."""
     outcome: list = []
-    done = threading.Event()
 
     def target() -> None:
         try:
             outcome.append((True, call(*args)))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
             outcome.append((False, exc))
-        finally:
-            done.set()
 
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return done, outcome
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 def _result(outcome: list):
@@ -201,11 +200,11 @@ class Checkpoint:
         transaction on the embedded broker) with the GIL released, so ``work`` (which must touch
         neither this checkpoint nor its producer) costs the loop nothing meanwhile. The commit is
         always waited for (its calls are bounded); work's exception is raised, else the commit's."""
-        done, outcome = _started(self.commit, name="adl-commit")
+        thread, outcome = _started(self.commit, name="adl-commit")
         try:
             value = work()
         finally:
-            done.wait()
+            thread.join()
         return _result(outcome), value
 
     def abort(self) -> None:
