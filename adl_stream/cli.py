@@ -136,7 +136,7 @@ def _scenario(args: argparse.Namespace):
     from .simulation.market import Scenario
 
     return Scenario(seed=args.seed, accounts=args.accounts, crash_depth=Decimal(args.crash_depth),
-                    rebound=Decimal(args.rebound), crash_steps=args.crash_steps)
+                    rebound=Decimal(args.rebound), crash_steps=args.crash_steps, leverages=args.leverages)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -328,11 +328,27 @@ def _from_settings(setting: str, variable: str | None = None) -> str:
 
 
 def _scenario_flags(command: argparse.ArgumentParser, accounts: int) -> None:
+    from .simulation.market import Scenario
+
     command.add_argument("--accounts", type=int, default=accounts, help="traders")
     command.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same records")
     command.add_argument("--crash-depth", default="0.30", help="fraction the marks fall (0.30 = -30%%)")
     command.add_argument("--rebound", default="0.5", help="fraction of the drop won back")
     command.add_argument("--crash-steps", type=int, default=120, help="marks per symbol during the fall (one a second)")
+    command.add_argument("--leverages", type=_leverages, default=Scenario.leverages, metavar="L,L,...",
+                         help="each trader's leverage is drawn from these; repeat one to weigh it (default: "
+                              + ",".join(map(str, Scenario.leverages)) + ")")
+
+
+def _leverages(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--leverages {text!r}: whole numbers of at least 1, comma-separated, "
+                                         "e.g. 2,2,3,5,10")
+    return values
 
 
 def _config_flags(command: argparse.ArgumentParser, logs: bool = True) -> None:

@@ -40,7 +40,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                         help="open positions in the symbol for the decision latency (default 10k 100k 1M)")
-    parser.add_argument("--accounts", type=int, default=5_000, help="traders of the crash scenario, end to end")
+    parser.add_argument("--accounts", type=int, default=100_000,
+                        help="traders (one position each) of the end-to-end crash, mostly at 2x-5x (default 100,000)")
+    parser.add_argument("--severe-accounts", type=int, default=5_000,
+                        help="traders of the severe crash (the simulator's leverages, up to 50x), end to end; 0: not run")
     parser.add_argument("--book", type=int, default=1_000_000, help="positions of the restore and peer runs")
     parser.add_argument("--history", type=int, default=100_000,
                         help=f"positions of the restore after a history {HISTORY_ROUNDS}x longer than the state")
@@ -108,13 +111,17 @@ def main(argv=None) -> int:
 
 def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
     out: dict = {}
-    crash = pipeline.settings_for(broker, f"crash{uuid.uuid4().hex[:6]}.")
-    with console.status(f"publishing the crash of {args.accounts:,} accounts ..."):
-        records = pipeline.prefill(crash, pipeline.crash_records(args.accounts))
-    with console.status("raw limit, then adl-stream, over the crash ..."):
-        out["crash_raw"] = pipeline.raw_limit(crash, records)
-        out["crash_adl_stream"] = pipeline.adl_stream(crash, records)
-    out["crash_ratio"] = round(out["crash_adl_stream"]["events_per_s"] / out["crash_raw"]["events_per_s"], 3)
+    crashes = [("crash", args.accounts, pipeline.CRASH_LEVERAGES)]
+    if args.severe_accounts:
+        crashes.append(("severe", args.severe_accounts, pipeline.SEVERE_LEVERAGES))
+    for name, accounts, leverages in crashes:
+        crash = pipeline.settings_for(broker, f"{name}{uuid.uuid4().hex[:6]}.")
+        with console.status(f"simulating and publishing the {name} of {accounts:,} accounts (leverages {leverages}) ..."):
+            records = pipeline.prefill(crash, pipeline.crash_records(accounts, leverages))
+        with console.status(f"raw limit, then adl-stream, over the {name} ..."):
+            out[f"{name}_raw"] = pipeline.raw_limit(crash, records)
+            out[f"{name}_adl_stream"] = {"positions": accounts, **pipeline.adl_stream(crash, records)}
+        out[f"{name}_ratio"] = round(out[f"{name}_adl_stream"]["events_per_s"] / out[f"{name}_raw"]["events_per_s"], 3)
 
     book = pipeline.settings_for(broker, f"book{uuid.uuid4().hex[:6]}.")
     with console.status(f"publishing a book of {args.book:,} positions ..."):
@@ -141,7 +148,8 @@ def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
 
     table(console, "Through Kafka (embedded broker, same run)", [
         {"run": name, "records": figures.get("records", 0), "seconds": figures.get("seconds", 0.0),
-         "events_per_s": figures.get("events_per_s", 0)} for name, figures in out.items() if isinstance(figures, dict)])
+         "events_per_s": figures.get("events_per_s", 0), "ADL shortfalls": figures.get("adl_shortfalls", "-"),
+         "orders": figures.get("orders", "-")} for name, figures in out.items() if isinstance(figures, dict)])
     return out
 
 

@@ -32,3 +32,15 @@ def test_every_option_of_every_help_says_its_default(name):
         shown = formatter._get_help_string(action) % {"default": action.default}
         assert "default" in shown, f"adl-stream {name} {action.option_strings}: {shown!r}"
     assert "(default: " in command.format_help()
+
+
+def test_leverages_flag_makes_the_scenario_and_refuses_what_is_no_leverage(capsys):
+    from adl_stream.cli import _scenario
+
+    args = build_parser().parse_args(["simulate", "--leverages", "2,2,5"])
+    assert _scenario(args).leverages == (2, 2, 5)
+    assert _scenario(build_parser().parse_args(["simulate"])).leverages == (2, 3, 3, 5, 5, 5, 10, 10, 10, 10, 20, 20, 25, 50)
+    for bad in ("2,x", "0,3", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["simulate", "--leverages", bad])
+        assert "--leverages" in capsys.readouterr().err

@@ -80,6 +80,8 @@ class Scenario:
     step_ms: int = 1_000
     """Event time between two marks of a symbol."""
     trades_per_step: int = 4
+    leverages: tuple[int, ...] = LEVERAGES
+    """Each trader's leverage is drawn from these (uniformly: repeat one to weigh it)."""
     fund_seed: Decimal | None = None
     """Initial deposit of each insurance fund (default: 50 per account, so that a crash drains it
     and ADL follows whatever the size)."""
@@ -175,7 +177,7 @@ class MarketSimulator:
             side.append(trader)
             wallet = Decimal(round(10 ** rng.uniform(2, 4.5)))
             self._emit(BalanceUpdate(trader.account_id, self._asset(symbol), wallet, self._tick()))
-            quantity = self._lots(symbol, wallet * rng.choice(LEVERAGES) / self._marks[symbol])
+            quantity = self._lots(symbol, wallet * rng.choice(s.leverages) / self._marks[symbol])
             targets[symbol].append((trader, quantity))
             if i % 1000 == 999:
                 yield None

@@ -76,3 +76,16 @@ def test_start_ts_and_id_prefix_move_event_times_and_ids():
            if (value := getattr(record, name, None)) is not None]
     assert ids and all(value.startswith("run2-") for value in ids)
     assert not {getattr(r, "account_id", None) for r in moved} & {getattr(r, "account_id", None) for r in plain} - {None}
+
+
+def test_leverages_set_how_deep_the_books_positions_are_and_how_many_go_bankrupt():
+    def shortfalls(scenario: Scenario) -> int:
+        return sum(type(r).__name__ == "LiquidationShortfall" for r in MarketSimulator(scenario).records())
+
+    assert Scenario().leverages == (2, 3, 3, 5, 5, 5, 10, 10, 10, 10, 20, 20, 25, 50)  # the mix of every earlier run
+    default = shortfalls(Scenario(seed=3, accounts=400))
+    assert default > 50
+    # at 2x a 30 % fall takes 60 % of a wallet: only traders who kept adding go bankrupt
+    only_2x = shortfalls(Scenario(seed=3, accounts=400, leverages=(2,)))
+    assert 0 < only_2x < default / 5
+    assert only_2x < shortfalls(Scenario(seed=3, accounts=400, leverages=(2, 2, 3, 3, 5, 10))) < default
