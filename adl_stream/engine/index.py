@@ -665,9 +665,12 @@ class RankingIndex:
         if ties:
             positions = side.positions
 
+            # |q| * mark orders as |q| * sign(mark) (marks are positive): integers, not Decimal products
+            sign = (mark > 0) - (mark < 0)
+
             def exact(row):
                 position = positions[row]
-                return (-(position.quantity.copy_abs() * mark), position.account_id)
+                return (-sign * abs(position.q), position.account_id)
 
             start = end = ties[0]
             for i in ties[1:] + [None]:

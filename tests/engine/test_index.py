@@ -219,3 +219,23 @@ def test_the_bulk_floats_are_pythons_int_division_bit_for_bit(values):
 
     assert quantity_floats(values).tobytes() == np.array([v / QUANTITY_UNIT for v in values], np.float64).tobytes()
     assert money_floats(values).tobytes() == np.array([v / MONEY_UNIT for v in values], np.float64).tobytes()
+
+
+def test_a_float_tie_is_ordered_by_the_exact_notional_then_the_account_id():
+    """Quantities that differ below a float's precision score and weigh alike in float64: the queue
+    orders them by their exact notional (|q| * mark), then by account id."""
+    engine = Engine(SYMBOLS)
+    one = D(1)
+    quantities = {"B": one + D("1e-18"), "A": one + D("1e-18"), "C": one + D("2e-18"), "D": one, "E": D(2)}
+    ts = 1
+    for account, quantity in quantities.items():
+        engine.apply(BalanceUpdate(account, "USDT", D(1000), ts))
+        engine.apply(Fill(f"f{account}", account, "BTCUSDT", "BUY", quantity, D(100), D(0), "TRADE", None, ts + 1))
+        ts += 2
+    engine.apply(MarkPrice("BTCUSDT", D(110), ts))
+    queue = engine.adl_queue("BTCUSDT", "SHORT")
+    ordered = [c.position.account_id for c in queue]
+    tied = [c for c in queue if c.position.account_id != "E"]
+    assert len({c.score for c in tied}) == 1  # one float score for the four
+    assert ordered.index("C") < ordered.index("A") < ordered.index("B") < ordered.index("D")
+    assert [c.notional for c in tied] == sorted((c.notional for c in tied), reverse=True)
