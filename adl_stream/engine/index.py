@@ -611,7 +611,7 @@ class RankingIndex:
         rows, scores = self._order(side, columns.rows(), columns.scores, columns.notional, mark)
         if not len(rows):
             return None
-        return SideView([side.positions[row] for row in rows.tolist()], scores, side.q[rows], side.free[rows],
+        return SideView(list(map(side.positions.__getitem__, rows.tolist())), scores, side.q[rows], side.free[rows],
                         side.cost[rows], columns.notional[rows], columns.upnl[rows], columns.equity[rows],
                         columns.broke[rows], float(mark) * UNITS)
 

@@ -15,8 +15,10 @@ are :attr:`Indicators.unlit`. Both are engine state (changelog entity ``("l", sy
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 LIGHTS = (1, 2, 3, 4, 5)
+_LIGHT, _ACCOUNT_ID = attrgetter("light"), attrgetter("account_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +103,17 @@ class Indicators:
                 for light in LIGHTS:
                     self.counts[(symbol, side, light)] = int(np.count_nonzero(new == light))
                 signed = new if long else -new
-                old = np.fromiter((p.light for p in view.positions), np.int64, n)
-                for i in np.flatnonzero(old != signed).tolist():
-                    position = view.positions[i]
-                    position.light = int(signed[i])
-                    changed[("l", symbol, position.account_id)] = None
-                    out.append(AdlIndicator(symbol, position.account_id, side, int(new[i]), i + 1, n,
-                                            float(view.scores[i]), ts))
+                old = np.fromiter(map(_LIGHT, view.positions), np.int64, n)
+                rows = np.flatnonzero(old != signed)
+                if not len(rows):
+                    continue
+                # by column, in C-level maps (a Python loop per changed light was most of a pass)
+                positions = list(map(view.positions.__getitem__, rows.tolist()))
+                deque(map(setattr, positions, repeat("light"), signed[rows].tolist()), 0)
+                accounts = list(map(_ACCOUNT_ID, positions))
+                changed.update(dict.fromkeys(zip(repeat("l"), repeat(symbol), accounts)))
+                out += map(AdlIndicator, repeat(symbol), accounts, repeat(side), new[rows].tolist(),
+                           (rows + 1).tolist(), repeat(n), view.scores[rows].tolist(), repeat(ts))
         for symbol, account in sorted(self.unlit):
             position = engine.book.get(account, symbol)
             if position is None or not position.light:
