@@ -349,7 +349,7 @@ def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) ->
     """The current values of ``keys`` (those gone are listed in ``gone``)."""
     out = Entities() if into is None else into
     by_account, wallet_of = engine.book.by_account, engine.wallets.exact
-    positions, wallets, gone = out.positions, out.wallets, out.gone
+    positions, wallets, lights, gone = out.positions, out.wallets, out.lights, out.gone
     held_symbol, held = None, {}  # the positions of the symbol of the last position key (most are of one)
     for key in keys:
         kind = key[0]
@@ -362,6 +362,17 @@ def gather(engine: Engine, keys: Iterable[Key], into: Entities | None = None) ->
                 gone.append(key)
             else:
                 positions[(symbol, account)] = (position.q, position.c)
+        elif kind == LIGHT:  # (value_of's, without its look-ups: an indicator pass changes thousands)
+            _, symbol, account = key
+            if symbol != held_symbol:
+                held_symbol, held = symbol, by_account(symbol)
+            position = held.get(account)
+            if position is not None and position.light:
+                lights[(symbol, account)] = position.light
+            elif (symbol, account) in engine.indicators.unlit:
+                lights[(symbol, account)] = 0
+            else:
+                gone.append(key)
         elif kind == WALLET:
             _, account, asset = key
             wallet = wallet_of(account, asset)

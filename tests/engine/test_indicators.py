@@ -88,3 +88,33 @@ def test_a_record_refused_after_its_time_crossed_an_interval_still_hands_over_th
         engine.apply(LiquidationShortfall("e2", "NOBODY", "BTCUSDT", "LONG", D(1), D(95), D(1), 2 * INTERVAL))
     except Rejected as rejected:
         assert rejected.outcome is None
+
+
+def test_the_changelog_gathers_each_light_as_its_value_lit_unlit_or_gone():
+    """``state.gather`` reads light keys its own way (no look-up per key through ``value_of``); it
+    must give what ``value_of`` gives: the light, 0 for a tombstone due, gone after it."""
+    from adl_stream.engine.state import Entities, gather, value_of
+
+    engine = Engine(SYMBOLS, indicator_interval_ms=INTERVAL)
+    book(engine)
+    engine.apply(MarkPrice("BTCUSDT", D(90), INTERVAL))
+    engine.apply(fill(20, "S1", "BUY", 1, 90, INTERVAL + 1))  # S1 closes: its tombstone is due
+    engine.apply(fill(21, "L", "SELL", 1, 90, INTERVAL + 1))
+    keys = [("l", "BTCUSDT", account) for account in ("S0", "S1", "S2", "L", "NOBODY")]
+
+    def by_value_of() -> Entities:
+        out = Entities()
+        for key in keys:
+            value = value_of(engine, key)
+            if value is None:
+                out.gone.append(key)
+            else:
+                out.put(key, value)
+        return out
+
+    gathered = gather(engine, keys)
+    assert gathered == by_value_of()
+    assert gathered.lights == {("BTCUSDT", "S0"): -5, ("BTCUSDT", "S1"): 0, ("BTCUSDT", "S2"): -3, ("BTCUSDT", "L"): 5}
+    assert gathered.gone == [("l", "BTCUSDT", "NOBODY")]
+    engine.apply(MarkPrice("BTCUSDT", D(90), 2 * INTERVAL))  # the tombstone went out: S1's light is gone
+    assert gather(engine, keys[1:2]).gone == [keys[1]] and by_value_of() == gather(engine, keys)
