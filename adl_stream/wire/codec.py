@@ -13,7 +13,8 @@ of the expected schema with in-range decimals. Records of adl-stream's own schem
 direct way (:func:`_direct_reader`): their decimals come from fastavro as the plain bytes they are
 and are made ``Decimal`` here, equal to what fastavro's logical type makes, at a third of its cost;
 every record is written the same way round (:func:`_direct_writer`: the decimals' bytes made here,
-the bytes fastavro's logical type writes).
+the bytes fastavro's logical type writes), and one whose fields are all plain by the codec alone
+(:func:`_plain_writer`: the ADL indicator).
 """
 
 from __future__ import annotations
@@ -350,14 +351,16 @@ def _string(value: str) -> bytes:
 
 def _repeated(write):
     """``write``, its last value's bytes given again while the value repeats (a pass's symbol,
-    side and time over its indicators). Equal and of the same type: never a float (-0.0 == 0.0)."""
-    last: list = [None, None]
+    side and time over its indicators). Equal and of the same type: never a float (-0.0 == 0.0).
+    The value and its bytes are swapped in as one pair, so a codec shared by threads stays right."""
+    last: list[tuple] = [(None, b"")]
 
     def again(value) -> bytes:
-        if value == last[0] and type(value) is type(last[0]):
-            return last[1]
+        held, out = last[0]
+        if value == held and type(value) is type(held):
+            return out
         out = write(value)
-        last[0], last[1] = value, out
+        last[0] = (value, out)
         return out
 
     return again
