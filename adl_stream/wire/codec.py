@@ -371,7 +371,7 @@ def _plain_writer(schema: Schema, names: tuple[str, ...]):
     an enum, an int, a long (``timestamp-millis`` included), a double or a boolean, in ``names``
     order; else None. Avro's binary encoding is made here field by field, the bytes fastavro writes
     (a hypothesis test compares them), without its dict and stream per record: an ADL indicator,
-    the most frequent output of a large book, in 2.4 us instead of 6.2."""
+    the most frequent output of a large book, in about 2 us instead of 6.2."""
     parsed = _decimals_as_bytes(schema, ())
     fields = parsed.get("fields", []) if parsed is not None else []
     if not fields or [field["name"] for field in fields] != list(names):
@@ -396,7 +396,7 @@ def _plain_writer(schema: Schema, names: tuple[str, ...]):
                 except KeyError:
                     raise ValueError(f"{name}: {value!r} is not one of {symbols}") from None
 
-            writers.append(_repeated(enum))
+            writers.append(enum)  # (a dict look-up already: nothing to keep)
         else:
             return None
     writers, values = tuple(writers), attrgetter(*names)
