@@ -6,9 +6,13 @@ import sys
 from dataclasses import asdict, replace
 
 import pytest
+import structlog
 
 from adl_stream.engine import AdlOrder, ShortfallDecision
 from adl_stream.readable import plain
+from adl_stream.runtime import replay
+from adl_stream.runtime.kafka import create_missing_topics
+from adl_stream.runtime.processor import Processor
 from adl_stream.wire import Codec
 from tests.conftest import Feed, read_topic, write_config
 from tests.integration.test_processor import run_scenario
@@ -99,6 +103,21 @@ def dry_run(config: str, *flags: str) -> tuple[dict, dict, str]:
     strip = lambda line: {k: v for k, v in line.items() if k not in ("topic", "record")}  # noqa: E731
     return ({line["event_id"]: strip(line) for line in lines if line.get("record") == "ShortfallDecision"},
             {line["order_id"]: strip(line) for line in lines if line.get("record") == "AdlOrder"}, result.stderr)
+
+
+def replay_in_process(settings, suffix: str) -> tuple[dict, object]:
+    """A whole-input replay of the group of ``settings`` in this process, following the merge order
+    it recorded, into ``<output topic>.<suffix>``: its engines by settle asset once it stopped at the
+    end of the input, and the settings naming its output topics."""
+    replayed = replay.replay_settings(settings, suffix)
+    create_missing_topics(replayed, replayed.topics.outputs())
+    with structlog.testing.capture_logs() as logs:
+        processor = Processor(replayed, start_at=replay.from_timestamp(0), until_caught_up=True,
+                              merge_order=replay.recorded_orders(settings))
+        assert processor.run() == 0
+    events = {line["event"] for line in logs}
+    assert "recorded_order" in events and not events & {"recorded_order_incomplete", "recorded_order_abandoned"}
+    return {domain.asset: domain.engine for domain in processor.domains(revoked=True) if domain.asset}, replayed
 
 
 def test_a_replay_decides_like_the_live_run_also_where_records_arrived_late(settings, start_processor, tmp_path):
