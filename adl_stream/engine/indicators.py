@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .records import LONG, SHORT
+from .records import LONG, SHORT, by_column
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -61,6 +61,9 @@ class IndicatorCleared:
     @property
     def key(self) -> str:
         return f"{self.symbol}:{self.account_id}"
+
+
+_LIGHTS_OF = by_column(AdlIndicator)
 
 
 def lights(n: int) -> np.ndarray:
@@ -112,8 +115,8 @@ class Indicators:
                 deque(map(setattr, positions, repeat("light"), signed[rows].tolist()), 0)
                 accounts = list(map(_ACCOUNT_ID, positions))
                 changed.update(dict.fromkeys(zip(repeat("l"), repeat(symbol), accounts)))
-                out += map(AdlIndicator, repeat(symbol), accounts, repeat(side), new[rows].tolist(),
-                           (rows + 1).tolist(), repeat(n), view.scores[rows].tolist(), repeat(ts))
+                out += _LIGHTS_OF((repeat(symbol), accounts, repeat(side), new[rows].tolist(), (rows + 1).tolist(),
+                                   repeat(n), view.scores[rows].tolist(), repeat(ts)), len(rows))
         for symbol, account in sorted(self.unlit):
             position = engine.book.get(account, symbol)
             if position is None or not position.light:

