@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adl_stream.engine import AdlIndicator, Fill, MarkPrice, Rejected, ShortfallDecision
+from adl_stream.engine import AdlIndicator, AdlOrder, Fill, MarkPrice, Rejected, ShortfallDecision
 from adl_stream.engine.numbers import EXACT
 from adl_stream.wire import SCHEMA_DIR, Codec, load_schemas
 from adl_stream.wire.codec import RECORD_TYPES
@@ -218,6 +218,44 @@ def test_a_record_of_plain_fields_is_written_in_the_bytes_fastavro_writes(record
         out = io.BytesIO()
         fastavro.schemaless_writer(out, schema.parsed, {f: getattr(record, f) for f in AdlIndicator.__slots__})
         assert codec.body(record)[1] == out.getvalue()
+
+
+names = st.text(max_size=12)
+amounts = wire_decimals | st.sampled_from([D(0), D("0E-18"), D("-0"), D("1E+19"), D("-0.000000000000000001")])
+decisions = st.builds(
+    ShortfallDecision, event_id=names, symbol=names, bankrupt_account_id=names, fund_id=names, quantity=amounts,
+    shortfall=amounts, outcome=st.sampled_from(["FUND_COVERED", "ADL", "ADL_PARTIAL"]), fund_covered=amounts,
+    adl_quantity=amounts, unfilled_quantity=amounts, orders=st.integers(-(2**31), 2**31 - 1),
+    order_ids=st.lists(names, max_size=70).map(tuple), fund_balance_after=amounts, policy=names,
+    ts=st.integers(-(2**63), 2**63 - 1), haircut=amounts)
+orders = st.builds(
+    AdlOrder, order_id=names, shortfall_event_id=names, symbol=names, account_id=names,
+    side=st.sampled_from(["BUY", "SELL"]), quantity=amounts, price=amounts, bankrupt_account_id=names,
+    rank=st.integers(-(2**31), 2**31 - 1), score=st.floats(allow_nan=False), ts=st.integers(-(2**63), 2**63 - 1))
+
+
+@given(st.lists(decisions | orders, min_size=1, max_size=8))
+def test_decisions_and_orders_are_written_in_the_bytes_fastavro_writes(records):
+    """Their decimals (as decimal(38, 18) bytes) and the decision's order ids (an array of strings,
+    empty or of several varint bytes of count) are written by the codec too, as fastavro does."""
+    import io
+
+    import fastavro
+
+    for record in records:
+        schema = codec.schemas[type(record).__name__]
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schema.parsed, {f: getattr(record, f) for f in type(record).__slots__})
+        assert codec.body(record)[1] == out.getvalue()
+        assert codec.decode(codec.encode(record), type(record)) == record
+
+
+def test_a_decimal_the_wire_cannot_hold_is_refused_by_the_plain_writer_as_by_fastavro():
+    order = AdlOrder("E1:1", "E1", "BTCUSDT", "A", "SELL", D("1"), D("1"), "B", 1, 0.5, 0)
+    with pytest.raises(decimal.Inexact):
+        codec.encode(replace(order, price=D("0.0000000000000000001")))
+    with pytest.raises(ValueError, match="precision"):
+        codec.encode(replace(order, quantity=D("1" * 21 + "." + "1" * 18)))  # 39 digits
 
 
 def test_a_plain_field_out_of_its_range_or_its_symbols_is_refused_naming_it():
