@@ -163,6 +163,22 @@ class Checkpoint:
                 self._raise_for(self._cause(exc.args[0]), "produce failed: ")
         self.pending += 1
 
+    def produce_all(self, topic: str, keys, values, timestamps) -> None:
+        """:meth:`produce` of each ``(key, value, timestamp)`` in the open batch, without its
+        per-record set-up (a pass's lights: hundreds of thousands in a crash)."""
+        self._begin()
+        produce, on_delivery = self._producer.produce, self._deliveries.on_delivery
+        for key, value, timestamp in zip(keys, values, timestamps):
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
+                    break
+                except BufferError:  # local queue full: let deliveries drain, then retry
+                    self._producer.poll(0.1)
+                except KafkaException as exc:
+                    self._raise_for(self._cause(exc.args[0]), "produce failed: ")
+            self.pending += 1
+
     def commit(self) -> int:
         """Make the batch durable: outputs, changelog and marker offsets together. Returns the
         records committed."""

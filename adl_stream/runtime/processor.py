@@ -88,6 +88,7 @@ from .topology import UNROUTED, Topology, task_of
 log = structlog.get_logger("adl_stream.processor")
 
 EXIT_OK, EXIT_FATAL, EXIT_FENCED = 0, 1, 3
+_KEY, _TS = attrgetter("key"), attrgetter("ts")  # of a light (an indicator or a tombstone)
 _CLOCK_EVERY = 32  # records applied between two looks at the clock (a transaction's deadline)
 DECISION_SHARE = 5
 """A transaction holding a shortfall decision commits at most ``commit_interval_ms / DECISION_SHARE``
@@ -869,9 +870,10 @@ class Processor:
             m.reservations_expired.labels(reservation.position.symbol).inc()
             log.warning("reservation_expired", order_id=reservation.order_id,
                         account_id=reservation.position.account_id, quantity=reservation.quantity)
-        for light in outcome.indicators:  # a pass at an interval crossed: before this record's own effect
-            value = self.codec.encode(light) if isinstance(light, AdlIndicator) else None  # None: a tombstone
-            self.checkpoint.produce(topics.adl_indicators, light.key, value, timestamp=light.ts)
+        lights = outcome.indicators  # a pass at an interval crossed: before this record's own effect
+        if lights:  # (None: a tombstone)
+            self.checkpoint.produce_all(topics.adl_indicators, map(_KEY, lights),
+                                        self.codec.encode_all(lights, AdlIndicator), map(_TS, lights))
         if outcome.orders:
             produce, encode = self.checkpoint.produce, self.codec.encode
             for order in outcome.orders:

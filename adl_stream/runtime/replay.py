@@ -120,6 +120,10 @@ class PrintingCheckpoint:
         self._stream.write(json.dumps(plain(line)) + "\n")  # decimals as exact strings, without trailing zeros
         self.pending += 1
 
+    def produce_all(self, topic: str, keys, values, timestamps) -> None:
+        for key, value, timestamp in zip(keys, values, timestamps):
+            self.produce(topic, key, value, timestamp=timestamp)
+
     def commit(self) -> int:
         self._stream.flush()
         written, self.pending = self.pending, 0

@@ -147,9 +147,20 @@ class Codec:
         schema, write = self._writers[type(record).__name__]
         return schema, write(record)
 
+    def header(self, schema: Schema) -> bytes:
+        """What a value of ``schema`` starts with: ``C3 01`` and its fingerprint."""
+        return MAGIC + schema.fingerprint
+
+    def encode_all(self, records: list, kind: type) -> list[bytes | None]:
+        """:meth:`encode` of each record of type ``kind`` in ``records``, None for any other (a
+        pass's tombstones among its lights), the writer and header looked up once."""
+        schema, write = self._writers[kind.__name__]
+        header = self.header(schema)
+        return [header + write(record) if type(record) is kind else None for record in records]
+
     def encode(self, record) -> bytes:
         schema, body = self.body(record)
-        return MAGIC + schema.fingerprint + body
+        return self.header(schema) + body
 
     def decode(self, payload: bytes | None, expected: type):
         """Decode ``payload`` as a record of type ``expected``; :class:`Rejected` if it is not one."""

@@ -112,12 +112,12 @@ class RegistryCodec(Codec):
                     f"{subject_!r} cannot read {name} as adl-stream writes it: {'; '.join(problems)}")
         return found.schema_id
 
-    def encode(self, record) -> bytes:
-        schema, body = self.body(record)
+    def header(self, schema) -> bytes:
+        """The Confluent framing of the schema id registered for ``schema``'s subject."""
         header = self._headers.get(schema.short_name)
         if header is None:
             raise KeyError(f"no subject given for {schema.short_name} records")
-        return header + body
+        return header
 
     # -- inputs --------------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ server can be installed on the test machines."""
 
 import json
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from decimal import Decimal as D
 
 import pytest
@@ -11,7 +11,7 @@ from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from adl_stream.engine import AdlIndicator, AdlOrder, Fill, MarkPrice, Rejected, ShortfallDecision
+from adl_stream.engine import AdlIndicator, AdlOrder, Fill, IndicatorCleared, MarkPrice, Rejected, ShortfallDecision
 from adl_stream.wire import Codec, load_schemas
 from adl_stream.wire.registry import RegistryCodec, SchemaNotUsable, registry_client, subject
 from adl_stream.wire.schemas import parse
@@ -56,6 +56,15 @@ def test_outputs_round_trip_with_registered_ids_and_the_bytes_of_confluents_seri
             values["order_ids"] = list(values["order_ids"])
         topic = OUTPUTS[name].removesuffix("-value")
         assert serializer(values, SerializationContext(topic, MessageField.VALUE)) == payload
+
+
+def test_a_pass_of_lights_is_framed_as_one_light_at_a_time_its_tombstones_none():
+    cleared = IndicatorCleared("BTCUSDT", "T", 30_000)
+    lights = [LIGHT, cleared, replace(LIGHT, account_id="U", light=4)]
+    for codec in (RegistryCodec(fresh_client(), OUTPUTS, auto_register=True), Codec()):
+        assert codec.encode_all(lights, AdlIndicator) == [codec.encode(LIGHT), None, codec.encode(lights[2])]
+    with pytest.raises(KeyError, match="no subject given for AdlIndicator"):
+        RegistryCodec(fresh_client(), {}, auto_register=False).encode_all(lights, AdlIndicator)
 
 
 def test_inputs_by_schema_id_including_an_evolved_fill_and_single_object_encoding():
