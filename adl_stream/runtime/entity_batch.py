@@ -50,6 +50,8 @@ _MARSHAL_VERSION = 2  # no back-references: the layout of the schema's doc, item
 RECORD_BYTES = 256 * 1024
 """A record's entities are split once their estimated size reaches this."""
 _ENTITY_BYTES = 48
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` without the encoder that call makes each time."""
 """Estimated bytes of one entity besides its strings (for splitting, see :func:`encode`)."""
 
 
@@ -90,7 +92,7 @@ def _group(asset: str, entities: Entities) -> dict:
                    "account": [account for _, account in lights],
                    "light": list(lights.values())},
         "stream_time": entities.stream_time,
-        "gone": [json.dumps(key, separators=(",", ":")) for key in entities.gone],
+        "gone": list(map(_compact, entities.gone)),
         "names": list(names),
     }
 
@@ -237,7 +239,7 @@ def _group3(asset: str, entities: Entities) -> dict:
                    "account": _join([account for _, account in lights]),
                    "light": _longs(list(lights.values()))},
         "stream_time": entities.stream_time,
-        "gone": [json.dumps(key, separators=(",", ":")) for key in entities.gone],
+        "gone": list(map(_compact, entities.gone)),
         "names": list(names),
     }
 
