@@ -155,8 +155,14 @@ class Codec:
         """:meth:`encode` of each record of type ``kind`` in ``records``, None for any other (a
         pass's tombstones among its lights), the writer and header looked up once."""
         schema, write = self._writers[kind.__name__]
-        header = self.header(schema)
-        return [header + write(record) if type(record) is kind else None for record in records]
+        header, write_all = self.header(schema), getattr(write, "all", None)
+        if write_all is None:
+            return [header + write(record) if type(record) is kind else None for record in records]
+        rows = [row for row, record in enumerate(records) if type(record) is kind]
+        out: list[bytes | None] = [None] * len(records)
+        for row, body in zip(rows, write_all(list(map(records.__getitem__, rows)) if len(rows) < len(records) else records)):
+            out[row] = header + body
+        return out
 
     def encode(self, record) -> bytes:
         schema, body = self.body(record)
@@ -359,6 +365,10 @@ def _repeated(write):
     return again
 
 
+KEPT_BYTES = 1 << 18
+"""Distinct values of a field whose bytes :func:`_plain_writer`'s batches keep (then it starts afresh)."""
+
+
 def _bytes(value: bytes) -> bytes:
     """Avro bytes: the varint length, then the bytes."""
     return _LENGTH(len(value)) + value
@@ -388,38 +398,64 @@ def _plain_writer(schema: Schema, names: tuple[str, ...], decimals: tuple[str, .
     fields = parsed.get("fields", []) if parsed is not None else []
     if not fields or [field["name"] for field in fields] != list(names):
         return None
-    writers = []
+    writers, kept = [], []  # a field's writer; whether its bytes may be kept by value (hashable, not a float)
     for field in fields:
         name, type_ = field["name"], field["type"]
         if type_ in ("int", "long"):
-            writers.append(_repeated(_varint(name, type_)))
+            writer, keep = _repeated(_varint(name, type_)), True
         elif type_ == "string":
-            writers.append(_repeated(_string))
+            writer, keep = _repeated(_string), True
         elif type_ == "double":
-            writers.append(_DOUBLE)
+            writer, keep = _DOUBLE, False
         elif type_ == "boolean":
-            writers.append(lambda value: b"\x01" if value else b"\x00")
+            writer, keep = (lambda value: b"\x01" if value else b"\x00"), True
         elif type_ == "bytes":
-            writers.append(_decimal if name in decimals else _bytes)
+            writer, keep = _decimal if name in decimals else _bytes, False
         elif isinstance(type_, dict) and type_.get("type") == "array" and type_.get("items") == "string":
-            writers.append(_strings)
+            writer, keep = _strings, False
         elif isinstance(type_, dict) and type_.get("type") == "enum":
             index = {symbol: _varint(name, "int")(i) for i, symbol in enumerate(type_["symbols"])}
 
-            def enum(value, index=index, name=name, symbols=type_["symbols"]) -> bytes:
+            def writer(value, index=index, name=name, symbols=type_["symbols"]) -> bytes:
                 try:
                     return index[value]
                 except KeyError:
                     raise ValueError(f"{name}: {value!r} is not one of {symbols}") from None
 
-            writers.append(enum)  # (a dict look-up already: nothing to keep)
+            keep = True
         else:
             return None
+        writers.append(writer)
+        kept.append({} if keep else None)
     writers, values = tuple(writers), attrgetter(*names)
+    columns = tuple(zip(map(attrgetter, names), writers, range(len(kept))))
 
     def write(record) -> bytes:
         return b"".join(map(call, writers, values(record)))
 
+    def write_all(records: list) -> list[bytes]:
+        """The bodies of ``records`` column by column: a kept field's bytes made once per distinct
+        value (and kept for the next batches: a pass's account ids, ranks and time recur), the
+        others by C-level maps."""
+        out = []
+        for get, writer, n in columns:
+            column = list(map(get, records))
+            held = kept[n]
+            if held is None:
+                out.append(map(writer, column))
+                continue
+            distinct = set(column)
+            missing = distinct.difference(held)
+            if missing:
+                if len(held) + len(missing) > KEPT_BYTES:
+                    # A new one, of this column's values (another thread's batch still reads the one it holds).
+                    held = kept[n] = {}
+                    missing = distinct
+                held.update(zip(missing, map(writer, missing)))
+            out.append(map(held.__getitem__, column))
+        return list(map(b"".join, zip(*out)))
+
+    write.all = write_all
     return write
 
 

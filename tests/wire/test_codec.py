@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adl_stream.engine import AdlIndicator, AdlOrder, Fill, MarkPrice, Rejected, ShortfallDecision
+from adl_stream.engine import AdlIndicator, AdlOrder, Fill, IndicatorCleared, MarkPrice, Rejected, ShortfallDecision
 from adl_stream.engine.numbers import EXACT
 from adl_stream.wire import SCHEMA_DIR, Codec, load_schemas
 from adl_stream.wire.codec import RECORD_TYPES
@@ -248,6 +248,34 @@ def test_decisions_and_orders_are_written_in_the_bytes_fastavro_writes(records):
         fastavro.schemaless_writer(out, schema.parsed, {f: getattr(record, f) for f in type(record).__slots__})
         assert codec.body(record)[1] == out.getvalue()
         assert codec.decode(codec.encode(record), type(record)) == record
+
+
+@given(st.lists(st.lists(indicators | st.builds(IndicatorCleared, names, names, st.integers(0, 2**62)), max_size=12),
+                max_size=4), st.lists(st.lists(decisions | orders, max_size=6), max_size=3), st.sampled_from([4, 1 << 18]))
+def test_a_batch_is_written_as_its_records_one_by_one(passes, outputs, kept):
+    """:meth:`Codec.encode_all` (a field's bytes made once per distinct value and kept across
+    batches, up to KEPT_BYTES values) gives each record's :meth:`Codec.encode`, None for a tombstone."""
+    from adl_stream.wire import codec as codec_module
+
+    saved, codec_module.KEPT_BYTES = codec_module.KEPT_BYTES, kept
+    try:
+        fresh = Codec()  # its kept bytes start empty
+        for lights in passes:
+            assert fresh.encode_all(lights, AdlIndicator) == [
+                codec.encode(light) if isinstance(light, AdlIndicator) else None for light in lights]
+        for batch in outputs:
+            for kind in (ShortfallDecision, AdlOrder):
+                assert fresh.encode_all(batch, kind) == [codec.encode(r) if type(r) is kind else None for r in batch]
+    finally:
+        codec_module.KEPT_BYTES = saved
+
+
+def test_a_batch_refuses_a_field_out_of_its_range_naming_it():
+    record = AdlIndicator("BTCUSDT", "A", "LONG", 5, 1, 1, 0.5, 0)
+    with pytest.raises(ValueError, match="rank: 2147483648 is out of range for an Avro int"):
+        codec.encode_all([record, replace(record, rank=2**31)], AdlIndicator)
+    with pytest.raises(ValueError, match="side: 'FLAT' is not one of"):
+        codec.encode_all([replace(record, side="FLAT")], AdlIndicator)
 
 
 def test_a_decimal_the_wire_cannot_hold_is_refused_by_the_plain_writer_as_by_fastavro():
