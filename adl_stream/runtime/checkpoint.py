@@ -153,31 +153,27 @@ class Checkpoint:
         extra = {} if partition is None else {"partition": partition}
         if timestamp is not None:
             extra["timestamp"] = timestamp
+        self._send(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)
+
+    def produce_all(self, topic: str, keys, values, timestamps) -> None:
+        """:meth:`produce` of each ``(key, value, timestamp)`` in the open batch, without its
+        per-record set-up (a pass's lights: hundreds of thousands in a crash)."""
+        self._begin()
+        send, on_delivery = self._send, self._deliveries.on_delivery
+        for key, value, timestamp in zip(keys, values, timestamps):
+            send(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
+
+    def _send(self, topic: str, value, key, **options) -> None:
+        """One record into the producer, retried while its local queue is full."""
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)
+                self._producer.produce(topic, value, key, **options)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.1)
             except KafkaException as exc:
                 self._raise_for(self._cause(exc.args[0]), "produce failed: ")
         self.pending += 1
-
-    def produce_all(self, topic: str, keys, values, timestamps) -> None:
-        """:meth:`produce` of each ``(key, value, timestamp)`` in the open batch, without its
-        per-record set-up (a pass's lights: hundreds of thousands in a crash)."""
-        self._begin()
-        produce, on_delivery = self._producer.produce, self._deliveries.on_delivery
-        for key, value, timestamp in zip(keys, values, timestamps):
-            while True:
-                try:
-                    produce(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry
-                    self._producer.poll(0.1)
-                except KafkaException as exc:
-                    self._raise_for(self._cause(exc.args[0]), "produce failed: ")
-            self.pending += 1
 
     def commit(self) -> int:
         """Make the batch durable: outputs, changelog and marker offsets together. Returns the

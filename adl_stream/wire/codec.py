@@ -159,8 +159,9 @@ class Codec:
         if write_all is None:
             return [header + write(record) if type(record) is kind else None for record in records]
         rows = [row for row, record in enumerate(records) if type(record) is kind]
+        bodies = write_all(records if len(rows) == len(records) else [records[row] for row in rows])
         out: list[bytes | None] = [None] * len(records)
-        for row, body in zip(rows, write_all(list(map(records.__getitem__, rows)) if len(rows) < len(records) else records)):
+        for row, body in zip(rows, bodies):
             out[row] = header + body
         return out
 
@@ -393,7 +394,7 @@ def _plain_writer(schema: Schema, names: tuple[str, ...], decimals: tuple[str, .
     (a union, a nested record). Avro's binary encoding is made here field by field, the bytes
     fastavro writes (a hypothesis test compares them), without its dict and stream per record: an
     ADL indicator, the most frequent output of a large book, in about 2 us instead of 6.2; a
-    decision, its seven decimals and its order ids, in 7 us instead of 33."""
+    decision, its seven decimals and its order ids, in 14 us instead of 25."""
     parsed = _decimals_as_bytes(schema, decimals)
     fields = parsed.get("fields", []) if parsed is not None else []
     if not fields or [field["name"] for field in fields] != list(names):
