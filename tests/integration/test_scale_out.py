@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from adl_stream.engine import LiquidationShortfall, ShortfallDecision
+from adl_stream.runtime.kafka import read_to_end
 from adl_stream.wire import Codec
 from tests.conftest import Feed, metric, read_topic, wait_for, write_config
-from adl_stream.runtime.kafka import read_to_end
 from tests.integration.test_exactly_once import IDENTITY, _check_outputs, _lights
 from tests.integration.test_replay import dry_run, live_outputs, replay_in_process
 from tests.market import generate, symbols_of
