@@ -50,9 +50,9 @@ _MARSHAL_VERSION = 2  # no back-references: the layout of the schema's doc, item
 RECORD_BYTES = 256 * 1024
 """A record's entities are split once their estimated size reaches this."""
 _ENTITY_BYTES = 48
+"""Estimated bytes of one entity besides its strings (for splitting, see :func:`encode`)."""
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 """``json.dumps(value, separators=(",", ":"))`` without the encoder that call makes each time."""
-"""Estimated bytes of one entity besides its strings (for splitting, see :func:`encode`)."""
 
 
 def _bytes(units: int) -> bytes:

@@ -120,9 +120,10 @@ class Codec:
             cls: (fingerprint, ColumnReader(parsed, self._decimals[cls.__name__],
                                                     records.by_column(cls, self._fields[cls.__name__]), decimal_of))
             for fingerprint, (cls, parsed, _) in self._direct.items() if ColumnReader.reads(parsed)}
-        # record type name -> (its schema, the function that writes a record's body): every record
-        # type, written with its decimals as the bytes the codec makes (:func:`_direct_writer`), or
-        # by the codec alone when its fields are all plain (:func:`_plain_writer`)
+        # record type name -> (its schema, the function that writes a record's body; its ``all``
+        # writes a batch's bodies): every record type, written with its decimals as the bytes
+        # the codec makes (:func:`_direct_writer`), or by the codec alone when no field is a union
+        # or a nested record (:func:`_plain_writer`)
         self._writers: dict[str, tuple[Schema, Callable[[object], bytes]]] = {
             name: (self.schemas[name], _plain_writer(self.schemas[name], self._fields[name], self._decimals[name])
                    or _direct_writer(self.schemas[name], self._fields[name], self._decimals[name]))
@@ -155,11 +156,9 @@ class Codec:
         """:meth:`encode` of each record of type ``kind`` in ``records``, None for any other (a
         pass's tombstones among its lights), the writer and header looked up once."""
         schema, write = self._writers[kind.__name__]
-        header, write_all = self.header(schema), getattr(write, "all", None)
-        if write_all is None:
-            return [header + write(record) if type(record) is kind else None for record in records]
+        header = self.header(schema)
         rows = [row for row, record in enumerate(records) if type(record) is kind]
-        bodies = write_all(records if len(rows) == len(records) else [records[row] for row in rows])
+        bodies = write.all(records if len(rows) == len(records) else [records[row] for row in rows])
         out: list[bytes | None] = [None] * len(records)
         for row, body in zip(rows, bodies):
             out[row] = header + body
@@ -312,6 +311,7 @@ def _direct_writer(schema: Schema, names: tuple[str, ...], decimals: tuple[str, 
         _schemaless_writer(out, parsed, fields)
         return out.getvalue()
 
+    write.all = lambda records: list(map(write, records))  # (as the plain writer's: a batch)
     return write
 
 

@@ -270,6 +270,13 @@ def test_a_batch_is_written_as_its_records_one_by_one(passes, outputs, kept):
         codec_module.KEPT_BYTES = saved
 
 
+def test_a_batch_of_records_fastavro_writes_is_written_as_its_records_one_by_one():
+    fills = [r for r in sc.SETUP if isinstance(r, Fill)]  # a union field (adl_order_id): fastavro's way
+    mark = sc.SETUP[-1]
+    assert fills and isinstance(mark, MarkPrice)
+    assert codec.encode_all([*fills, mark], Fill) == [*map(codec.encode, fills), None]
+
+
 def test_a_batch_refuses_a_field_out_of_its_range_naming_it():
     record = AdlIndicator("BTCUSDT", "A", "LONG", 5, 1, 1, 0.5, 0)
     with pytest.raises(ValueError, match="rank: 2147483648 is out of range for an Avro int"):
