@@ -8,6 +8,7 @@ README ("Performance"); this prints each figure next to its target and says whet
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -117,11 +118,21 @@ def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
     for name, accounts, leverages in crashes:
         crash = pipeline.settings_for(broker, f"{name}{uuid.uuid4().hex[:6]}.")
         with console.status(f"simulating and publishing the {name} of {accounts:,} accounts (leverages {leverages}) ..."):
-            records = pipeline.prefill(crash, pipeline.crash_records(accounts, leverages))
-        with console.status(f"raw limit, then adl-stream, over the {name} ..."):
+            simulated = pipeline.crash_records(accounts, leverages)
+            records = pipeline.prefill(crash, simulated)
+        with console.status(f"raw limit, adl-stream, then the engines alone, over the {name} ..."):
             out[f"{name}_raw"] = pipeline.raw_limit(crash, records)
             out[f"{name}_adl_stream"] = {"positions": accounts, **pipeline.adl_stream(crash, records)}
+            gc.collect()
+            out[f"{name}_engine"] = pipeline.engine_alone(crash, simulated)
+            del simulated
         out[f"{name}_ratio"] = round(out[f"{name}_adl_stream"]["events_per_s"] / out[f"{name}_raw"]["events_per_s"], 3)
+        # The engines' share of the processor's time, and the ratio a processor would reach whose runtime
+        # (consume, decode, merge, produce, changelog, transactions) cost no more than the raw limit:
+        # raw time / (raw time + the engines' time).
+        raw_s, engine_s = out[f"{name}_raw"]["seconds"], out[f"{name}_engine"]["seconds"]
+        out[f"{name}_engine_share"] = round(engine_s / out[f"{name}_adl_stream"]["seconds"], 3)
+        out[f"{name}_ratio_if_runtime_raw"] = round(raw_s / (raw_s + engine_s), 3)
 
     book = pipeline.settings_for(broker, f"book{uuid.uuid4().hex[:6]}.")
     with console.status(f"publishing a book of {args.book:,} positions ..."):
@@ -146,7 +157,7 @@ def _pipeline(broker: EmbeddedBroker, args, console: Console) -> dict:
         runs = pipeline.peer(fills, count)
     out.update({f"peer_{name}": figures for name, figures in runs.items()})
 
-    table(console, "Through Kafka (embedded broker, same run)", [
+    table(console, "Through Kafka (embedded broker, same run; *_engine: the same records, engines alone in memory)", [
         {"run": name, "records": figures.get("records", 0), "seconds": figures.get("seconds", 0.0),
          "events_per_s": figures.get("events_per_s", 0), "ADL shortfalls": figures.get("adl_shortfalls", "-"),
          "orders": figures.get("orders", "-")} for name, figures in out.items() if isinstance(figures, dict)])

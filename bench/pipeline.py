@@ -31,9 +31,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from adl_stream.embedded import FAST_GROUP_JOIN, EmbeddedBroker
 from adl_stream.engine import BalanceUpdate, Fill, MarkPrice
+from adl_stream.engine.state import take
 from adl_stream.runtime.config import Settings, Topics
 from adl_stream.runtime.kafka import create_missing_topics
-from adl_stream.runtime.processor import Processor
+from adl_stream.runtime.memory import collect_young_at_commits, settle
+from adl_stream.runtime.processor import Processor, new_engine
+from adl_stream.runtime.topology import Topology
 from adl_stream.simulation.market import (
     DEFAULT_START_TS,
     MarketSimulator,
@@ -126,6 +129,38 @@ def raw_limit(settings: Settings, expected: int) -> dict:
     finally:
         consumer.close()
     return {"records": seen, "seconds": round(elapsed, 3), "events_per_s": round(seen / elapsed)}
+
+
+def engine_alone(settings: Settings, records: list) -> dict:
+    """The same records applied by the engines alone, in memory, as a processor configured by
+    ``settings`` applies them (an engine per settle asset, in the records' order, which is event time
+    here, with the processor's garbage-collector regime): what no processor can go below. Every
+    ``batch_size`` records each engine's changes are taken as a commit's changelog takes them
+    (:func:`~adl_stream.engine.state.take`), timed apart from applying."""
+    topology = Topology(settings.symbols, 1)
+    engines = {asset: new_engine(settings, topology.symbols_of(asset)) for asset in sorted(topology.assets)}
+    by_asset = [(engines.get(topology.asset_of_record(record)), record) for record in records]
+    orders = indicators = 0
+    applying = taking = 0.0
+    before = collect_young_at_commits()
+    try:
+        settle()
+        for start in range(0, len(by_asset), settings.batch_size):
+            began = time.perf_counter()
+            for engine, record in by_asset[start:start + settings.batch_size]:
+                outcome = engine.apply(record)  # (no unrouted record: the simulator's are all declared)
+                orders += len(outcome.orders)
+                indicators += len(outcome.indicators)
+            taken = time.perf_counter()
+            for engine in engines.values():
+                take(engine)
+            settle()
+            applying, taking = applying + taken - began, taking + time.perf_counter() - taken
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    return {"records": len(records), "seconds": round(applying, 3), "events_per_s": round(len(records) / applying),
+            "take_s": round(taking, 3), "orders": orders, "indicators": indicators}
 
 
 def _run_until_caught_up(settings: Settings) -> tuple[Processor, float, float]:

@@ -28,6 +28,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
@@ -53,6 +54,7 @@ from ..engine import (
     MarkPrice,
     Outcome,
     Rejected,
+    SymbolSpec,
 )
 from ..engine.state import restore
 from ..wire import Codec
@@ -126,6 +128,14 @@ def received_ts(message, engine: Engine) -> int | None:
     if kind == TIMESTAMP_LOG_APPEND_TIME or (kind == TIMESTAMP_CREATE_TIME and engine.stream_time < 0):
         return ts
     return None
+
+
+def new_engine(settings: Settings, symbols: Mapping[str, SymbolSpec]) -> Engine:
+    """The engine of one settle asset (``symbols``: its symbols) as ``settings`` configure it."""
+    s = settings
+    return Engine(symbols, trigger=s.trigger(), ranking=s.ranking(), reservation_timeout_ms=s.reservation_timeout_ms,
+                  dedup_window_ms=s.dedup_window_ms, indicator_interval_ms=s.indicator_interval_ms,
+                  max_event_skew_ms=s.max_event_skew_ms, max_lateness_ms=s.max_event_lateness_ms)
 
 
 @dataclass
@@ -378,12 +388,8 @@ class Processor:
         return task
 
     def _new_domain(self, asset: str) -> Domain:
-        s = self.settings
-        engine = Engine(self.topology.symbols_of(asset), trigger=s.trigger(), ranking=s.ranking(),
-                        reservation_timeout_ms=s.reservation_timeout_ms, dedup_window_ms=s.dedup_window_ms,
-                        indicator_interval_ms=s.indicator_interval_ms, max_event_skew_ms=s.max_event_skew_ms,
-                        max_lateness_ms=s.max_event_lateness_ms)
-        return Domain(asset, engine, EventTimeMerger(self._priority, s.max_idle_ms))
+        engine = new_engine(self.settings, self.topology.symbols_of(asset))
+        return Domain(asset, engine, EventTimeMerger(self._priority, self.settings.max_idle_ms))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Apply and commit what the merge may release; what stays buffered is dropped uncommitted
