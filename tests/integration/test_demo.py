@@ -38,7 +38,7 @@ def outputs(settings):
 def test_the_processor_decides_the_simulated_crash_as_predicted_and_within_spec(settings, start_processor):
     # The crash is on the broker before the processor starts: the simulator predicts the event-time
     # order, and records streaming in while they are processed may be merged late (README "Replay":
-    # a partition overtaken; CI saw a fund balance differ so). Up to 2 s waited for a partition not
+    # a partition overtaken; a fresh-clone run saw a fund balance differ so). Up to 2 s waited for a partition not
     # yet fetched (not 100 ms): the machine is shared.
     settings = replace(settings, symbols=default_symbols(), max_idle_ms=2000)
     simulator = MarketSimulator(Scenario(seed=5, accounts=400), indicator_interval_ms=settings.indicator_interval_ms)
