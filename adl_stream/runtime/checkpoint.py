@@ -24,12 +24,15 @@ ids).
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 #: Seconds a call may overrun its own timeout before it counts as stuck.
 OVERRUN_S = 5.0
+#: Python's thread switch interval while a commit runs beside work (:meth:`Checkpoint.commit_while`).
+COMMIT_SWITCH_S = 0.0002
 
 
 def _kafka_error(exc: BaseException) -> KafkaError | None:
@@ -86,6 +89,16 @@ def _result(outcome: list):
     raise value
 
 
+_REPORTED = """Which records have a delivery report (a Python callback, run by flush): in a
+transaction, only marked ones and those whose offset is asked for. A record of a transaction that
+fails delivery puts the transaction in librdkafka's abortable error state, and the commit's calls
+(flush, send_offsets_to_transaction, commit_transaction) then raise it, so the others need none:
+a report per record cost about 1 µs of the loop's thread each (half in produce, half in flush), and
+while a commit runs beside work (:meth:`Checkpoint.commit_while`) each report took the GIL back
+from the work. Without a transaction (at-least-once), every record has its report: the errors are
+known only from them."""
+
+
 class _Deliveries:
     """What the delivery reports of one producer said: a producer left behind after a failed batch
     may still report later, into its own object, never into its successor's."""
@@ -128,6 +141,7 @@ class Checkpoint:
         self.pending = 0
         self.committed_marks: dict[tuple[str, int], int] = {}
         """Of the last commit: (topic, partition) -> the offset after its marked record."""
+        self._held: list | None = None  # produced while a commit runs (commit_while): for the next one
 
     @property
     def _marks(self) -> dict[tuple[str, int], int]:
@@ -145,23 +159,37 @@ class Checkpoint:
         must be given) as the group's offset of that partition; ``timestamp``: the record's Kafka
         timestamp in epoch ms (default: the producer's clock); ``on_offset``: called with the
         record's offset once it is delivered (before :meth:`commit` returns)."""
+        if self._held is not None:
+            self._held.append((self.produce, (topic, key, value, headers, partition, mark, timestamp, on_offset)))
+            return
         self._begin()
         deliveries = self._deliveries
-        on_delivery = deliveries.on_marked_delivery if mark else deliveries.on_delivery
-        if on_offset is not None:
-            on_delivery = deliveries.noting(on_offset)
         extra = {} if partition is None else {"partition": partition}
+        if on_offset is not None:
+            extra["on_delivery"] = deliveries.noting(on_offset)
+        elif mark:
+            extra["on_delivery"] = deliveries.on_marked_delivery
+        elif not self._transactional:  # (in a transaction, its commit fails if a record does: _REPORTED)
+            extra["on_delivery"] = deliveries.on_delivery
         if timestamp is not None:
             extra["timestamp"] = timestamp
-        self._send(topic, value, key, headers=headers, on_delivery=on_delivery, **extra)
+        self._send(topic, value, key, headers=headers, **extra)
 
     def produce_all(self, topic: str, keys, values, timestamps) -> None:
         """:meth:`produce` of each ``(key, value, timestamp)`` in the open batch, without its
         per-record set-up (a pass's lights: hundreds of thousands in a crash)."""
+        if self._held is not None:
+            self._held.append((self.produce_all, (topic, list(keys), values, list(timestamps))))
+            return
         self._begin()
-        send, on_delivery = self._send, self._deliveries.on_delivery
-        for key, value, timestamp in zip(keys, values, timestamps):
-            send(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
+        send = self._send
+        if self._transactional:  # no delivery report: _REPORTED
+            for key, value, timestamp in zip(keys, values, timestamps):
+                send(topic, value, key, timestamp=timestamp)
+        else:
+            on_delivery = self._deliveries.on_delivery
+            for key, value, timestamp in zip(keys, values, timestamps):
+                send(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
 
     def _send(self, topic: str, value, key, **options) -> None:
         """One record into the producer, retried while its local queue is full."""
@@ -206,18 +234,32 @@ class Checkpoint:
         return committed
 
     def commit_while(self, work):
-        """:meth:`commit` in a thread of its own while ``work()`` runs in this one, then both waited
-        for: ``(records committed, what work returned)``. The commit is mostly waiting on the
-        broker (the flush's acknowledgements, the offsets, the commit call: about 4.5 ms a
-        transaction on the embedded broker) with the GIL released, so ``work`` (which must touch
-        neither this checkpoint nor its producer) costs the loop nothing meanwhile. The commit is
-        always waited for (its calls are bounded); work's exception is raised, else the commit's."""
+        """:meth:`commit` in a thread of its own while ``work(committing)`` runs in this one, then
+        both waited for: ``(records committed, what work returned)``; ``committing()`` says whether
+        the commit still runs. The commit is mostly waiting on the broker (the flush's
+        acknowledgements, the offsets, the commit call: about 7 ms a transaction on the embedded
+        broker) with the GIL released, so ``work`` costs the loop nothing meanwhile. What ``work``
+        produces belongs to the next transaction, which cannot begin before this one has committed:
+        it is held, and produced in its order once the commit succeeded (dropped if it failed: the
+        batch is abandoned). Python's thread switch interval is :data:`COMMIT_SWITCH_S` meanwhile,
+        so that each step of the commit's thread takes the GIL back from ``work`` at once (at the
+        default 5 ms, the three broker calls of a commit waited up to 5 ms each behind it). The
+        commit is always waited for (its calls are bounded); work's exception is raised, else the
+        commit's."""
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(COMMIT_SWITCH_S)
+        self._held = held = []
         thread, outcome = _started(self.commit, name="adl-commit")
         try:
-            value = work()
+            value = work(thread.is_alive)
         finally:
             thread.join()
-        return _result(outcome), value
+            self._held = None
+            sys.setswitchinterval(switch)
+        committed = _result(outcome)
+        for produce, args in held:
+            produce(*args)
+        return committed, value
 
     def abort(self) -> None:
         """Abandon the open transaction, if any (best effort: used when stopping on an error)."""

@@ -532,13 +532,16 @@ class Processor:
                 self._transaction_started = time.monotonic()
             deadline = self._transaction_started + self._commit_interval_s
             room = batch_size - self._uncommitted
-            released, more = self._drain_all(caught_up, unfetched, room, deadline)
+            if room > 0 and not (self._uncommitted and time.monotonic() >= self._due(deadline)):
+                released, more = self._drain_all(caught_up, unfetched, room, deadline)
+            else:  # full or due already with what was applied during the last commit (_work_ahead)
+                released, more = 0, True
             self._uncommitted += released
             # A shortfall decision is not held for the interval once nothing more is released now,
             # nor for more than a DECISION_SHARE of it while records keep coming (_due).
             full = self._uncommitted >= batch_size
             if full or (self._uncommitted and time.monotonic() >= self._due(deadline)) or (self._decided and not more):
-                self._commit(read_ahead=full)  # a full transaction: more input is waiting (a backlog)
+                self._commit(backlog=more or len(caught_up) < len(self._inputs))
             if not more:
                 break
         self._count_applied()
@@ -685,10 +688,11 @@ class Processor:
         return out
 
     def _drain_all(self, caught_up: frozenset[PartitionKey], unfetched: frozenset[PartitionKey],
-                   limit: int | None = None, deadline: float | None = None) -> tuple[int, bool]:
+                   limit: int | None = None, deadline: float | None = None, going=None) -> tuple[int, bool]:
         """Apply what the merges release (settle assets in a fixed order), up to ``limit`` records
-        or until ``deadline`` (monotonic clock, checked every few records). Returns the records
-        applied and whether it stopped at the limit or the deadline (more may be released)."""
+        or until ``deadline`` (monotonic clock) or until ``going()`` turns false (both checked
+        every few records). Returns the records applied and whether it stopped before the merges
+        had released all they could (more may be released)."""
         count = 0
         for domain in self.domains():
             # A partition no fetch has answered for yet is waited for without a time limit: whether
@@ -697,8 +701,8 @@ class Processor:
             for item in domain.merger.release(unfetched, caught_up):
                 process(domain, *item)
                 count += 1
-                if count == limit or (deadline is not None and count % _CLOCK_EVERY == 0
-                                      and time.monotonic() >= self._due(deadline)):
+                if count == limit or (deadline is not None and count % _CLOCK_EVERY == 0 and (
+                        time.monotonic() >= self._due(deadline) or (going is not None and not going()))):
                     return count, True
         return count, False
 
@@ -708,27 +712,27 @@ class Processor:
             return min(deadline, self._decided_at + self._commit_interval_s / DECISION_SHARE)
         return deadline
 
-    def _commit(self, read_ahead: bool = False) -> None:
-        """Commit the open transaction. ``read_ahead`` (a transaction of ``batch_size`` records: input
-        is waiting): while the broker commits it, the input queued in the consumer is read and
-        routed into the merges (decoded and buffered: nothing the transaction holds, nothing
-        produced; the next :meth:`_consume` then does not wait), unless the transaction holds a
-        decision, which is then visible as soon as the broker has it. Not for a transaction
-        committed on time (a paced input): the commit's thread would wait for the GIL behind the
-        routing (Python's 5 ms switch interval at each of its steps)."""
+    def _commit(self, backlog: bool = False) -> None:
+        """Commit the open transaction. ``backlog`` (more input is waiting: released by the merges,
+        or behind the consumer's position): while the broker commits it, the next transaction's
+        work goes on (:meth:`_work_ahead`), its outputs held until that transaction begins, so that
+        the commit's broker calls (about 7 ms) do not stop the loop. Not for a transaction committed
+        with nothing waiting (a paced input), whose decisions then are visible as soon as the broker
+        has them."""
         if self._dry_run is None:
             self._write_changelog()
         else:  # no changelog to record the merge order in
             for domain in self.domains():
                 domain.merger.take_runs()
-        if read_ahead and self._dry_run is None and not self._decided and self.checkpoint.pending:
-            committed, self._read_ahead_records = self.checkpoint.commit_while(self._read_ahead)
+        decided, self._decided = self._decided, []  # those of this transaction (work ahead decides more)
+        if backlog and self._dry_run is None and self.checkpoint.pending:
+            committed, (self._read_ahead_records, ahead) = self.checkpoint.commit_while(self._work_ahead)
         else:
-            committed = self.checkpoint.commit()
+            committed, ahead = self.checkpoint.commit(), 0
+        self._uncommitted = ahead
         if committed:
             self._progress_at = time.monotonic()
         settle()
-        self._uncommitted = 0
         self._count_applied()
         m = self.metrics
         for task in self.tasks.values():
@@ -743,19 +747,26 @@ class Processor:
             m.fund_balance.labels(fund_id).set(float(balance))
         m.reservations_open.set(sum(len(d.engine.reservations) for d in self.domains()))
         self._show_lights()
-        if self._decided:  # their decisions and orders are visible from now on
+        if decided:  # their decisions and orders are visible from now on
             now, wall = time.monotonic(), time.time()
-            for symbol, consumed_at, ts in self._decided:
+            for symbol, consumed_at, ts in decided:
                 m.shortfall_processing.labels(symbol).observe(now - consumed_at)
                 m.event_to_output.labels(symbol).observe(max(0.0, wall - ts / 1000))
-            self._decided.clear()
 
-    def _read_ahead(self) -> int:
-        """Route the input records queued in the consumer now (no wait); how many there were."""
+    def _work_ahead(self, committing) -> tuple[int, int]:
+        """While a transaction commits (``committing()`` is true until it has): the input queued in
+        the consumer is read and routed into the merges, then what they release is applied, into
+        the next transaction, until the commit is done (or that transaction is full or due). Its
+        outputs are held by the checkpoint until the next transaction begins. Returns (records
+        read, records applied)."""
         messages = self.inputs.consume(self.settings.batch_size, 0)
         if messages:
             self._route_batch(messages, time.monotonic())
-        return len(messages)
+        self._transaction_started = time.monotonic()
+        caught_up, unfetched = self._fetch_state()
+        applied, _ = self._drain_all(caught_up, unfetched, self.settings.batch_size,
+                                     self._transaction_started + self._commit_interval_s, committing)
+        return len(messages), applied
 
     def _show_lights(self) -> None:
         """The lights gauge of every engine that made an indicator pass since it was last set."""

@@ -13,6 +13,8 @@ from confluent_kafka import Producer
 
 from adl_stream.embedded import free_port
 from adl_stream.engine import AdlIndicator, AdlOrder, IndicatorCleared, ShortfallDecision
+from adl_stream.runtime.checkpoint import Checkpoint, DeliveryFailed, Fenced
+from adl_stream.runtime.kafka import producer_config
 from adl_stream.runtime.processor import EXIT_FENCED
 from adl_stream.wire import Codec
 from tests import scenarios as sc
@@ -105,6 +107,23 @@ def _check_outputs(settings, reference) -> int:
 def _lights(engine):
     """The lights state: the last light published per position, the tombstones due."""
     return {(p.symbol, p.account_id): p.light for p in engine.book}, set(engine.indicators.unlit)
+
+
+def test_a_record_without_a_delivery_report_that_fails_fails_its_transaction(settings):
+    # The checkpoint gives the records of a transaction no delivery report, marked ones apart
+    # (checkpoint._REPORTED): one that fails delivery must still fail the commit, and the next
+    # transaction go on. The record here goes to a topic that does not exist.
+    producer = Producer({**producer_config(settings), "topic.metadata.propagation.max.ms": 1000,
+                         "allow.auto.create.topics": False})
+    producer.init_transactions(10)
+    checkpoint = Checkpoint(producer, consumer=None, transactional=True, timeout_s=20)
+    checkpoint.produce(f"{settings.topics.adl_orders}.missing", b"k", b"lost")
+    with pytest.raises(DeliveryFailed, match="failed delivery") as raised:
+        checkpoint.commit()
+    assert not isinstance(raised.value, Fenced)
+    checkpoint.produce(settings.topics.adl_dlq, b"k", b"kept")  # the next transaction: aborted one gone
+    assert checkpoint.commit() == 1
+    assert [m.value() for m in read_topic(settings, settings.topics.adl_dlq, 1)] == [b"kept"]
 
 
 @pytest.mark.parametrize("ranking_policy, indicator_interval_ms, size, kills, snapshots", [

@@ -5,16 +5,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
 
-from adl_stream.engine import AdlOrder, ShortfallDecision
+from adl_stream.engine import AdlOrder, LiquidationShortfall, ShortfallDecision
 from adl_stream.readable import plain_decimal
 from adl_stream.runtime.checkpoint import Checkpoint
 from adl_stream.runtime.processor import EXIT_FATAL, Processor
 from adl_stream.wire import Codec
+from bench import pipeline
 from tests import scenarios as sc
 from tests.conftest import Feed, metric, read_topic, wait_for, write_config
 
@@ -266,6 +268,47 @@ def test_the_input_queued_is_read_while_a_transaction_commits_and_the_outcome_is
     for record in sorted(records, key=lambda r: r.ts):
         reference.apply(record)
     assert held == reference.snapshot()
+
+
+def test_records_applied_while_a_transaction_commits_give_the_outputs_of_commits_that_wait(
+        broker, start_processor, monkeypatch):
+    # A crash backlog through two processors, each on its own copy of the input topics, in
+    # transactions of at most 50 records: one applies records while each transaction commits
+    # (Processor._work_ahead: their outputs held until the next transaction begins), the other with
+    # the work ahead turned off. Their committed outputs are the same bytes in the same order, and
+    # every decision is committed once.
+    records = pipeline.crash_records(300)
+    runs = {}
+    commit, apply = Processor._commit, Processor.apply_record
+    for work_ahead in (True, False):
+        settings = replace(pipeline.settings_for(broker, f"ahead{work_ahead}{uuid.uuid4().hex[:6]}."),
+                           batch_size=50, indicator_interval_ms=5_000, log_level="error")
+        pipeline.prefill(settings, records)
+        applied_while = []
+
+        def observed_apply(self, engine, record, received_ts=None, applied_while=applied_while):
+            if any(t.name == "adl-commit" and t.is_alive() for t in threading.enumerate()):
+                applied_while.append(record)
+            return apply(self, engine, record, received_ts)
+
+        monkeypatch.setattr(Processor, "apply_record", observed_apply)
+        monkeypatch.setattr(Processor, "_commit", commit if work_ahead else
+                            lambda self, backlog=False: commit(self, backlog=False))
+        running = start_processor(settings)
+        running.wait_handled(len(records))
+        assert running.close() == 0
+        t = settings.topics
+        shortfalls = sum(isinstance(r, LiquidationShortfall) for r in records)
+        committed = read_topic(settings, (t.adl_decisions, t.adl_orders, t.adl_indicators), shortfalls)
+        runs[work_ahead] = (applied_while, {(m.topic().split(".", 1)[1], m.partition()): [] for m in committed})
+        for m in committed:
+            runs[work_ahead][1][(m.topic().split(".", 1)[1], m.partition())].append((m.key(), m.value()))
+    (ahead_applied, ahead), (waited_applied, waited) = runs[True], runs[False]
+    assert len(ahead_applied) > len(records) // 10 and not waited_applied  # much of it applied during commits
+    decisions = [value for (topic, _), out in ahead.items() if topic == t.adl_decisions.split(".", 1)[1]
+                 for _, value in out]
+    assert len(decisions) == len(set(decisions)) == shortfalls  # each decided, and committed, once
+    assert ahead == waited
 
 
 def test_an_internal_error_stops_the_instance_without_committing_past_it(settings, start_processor):

@@ -1,5 +1,6 @@
 """The commit boundary's reading of librdkafka errors."""
 
+import sys
 import threading
 import time
 
@@ -134,24 +135,98 @@ def test_commit_while_runs_the_work_in_this_thread_beside_the_commit_and_raises_
     checkpoint.produce("out", b"k", b"v")
     ran = []
 
-    def work():
-        ran.append((threading.current_thread(), [t.name for t in threading.enumerate()]))
+    def work(committing):
+        ran.append((threading.current_thread(), [t.name for t in threading.enumerate()], committing()))
         return 7
 
     with pytest.raises(Fenced):
         checkpoint.commit_while(work)
-    (thread, names), = ran
+    (thread, names, committing), = ran
     assert thread is threading.current_thread() and "adl-commit" in names  # the commit in a thread of its own
+    assert committing  # what the work is told while the commit runs
     assert "adl-commit" not in [t.name for t in threading.enumerate()]  # waited for
 
 
 def test_commit_while_gives_what_both_returned_or_the_works_error_after_the_commit():
     checkpoint = Checkpoint(producer=None, consumer=None, transactional=True)  # nothing to commit: 0 at once
-    assert checkpoint.commit_while(lambda: 5) == (0, 5)
+    assert checkpoint.commit_while(lambda committing: 5) == (0, 5)
 
-    def failing():
+    def failing(committing):
         raise ValueError("the work failed")
 
     with pytest.raises(ValueError, match="the work failed"):
         checkpoint.commit_while(failing)
     assert "adl-commit" not in [t.name for t in threading.enumerate()]
+
+
+class _Recording:
+    """A transactional producer that records its calls, in order; its flush takes ``flush_s``."""
+
+    def __init__(self, flush_s: float = 0.0) -> None:
+        self.calls: list = []
+        self.flush_s = flush_s
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce(self, topic, value, key, **options) -> None:
+        self.calls.append((topic, value, sorted(k for k, v in options.items() if v is not None)))
+
+    def flush(self, timeout=None):
+        time.sleep(self.flush_s)
+        return 0
+
+    def commit_transaction(self, timeout=None) -> None:
+        self.calls.append("commit")
+
+
+def test_what_the_work_produces_while_a_commit_runs_goes_into_the_next_transaction_in_order():
+    producer = _Recording(flush_s=0.05)
+    checkpoint = Checkpoint(producer, _Consumer(), transactional=True)
+    checkpoint.produce("out", b"k", b"before")
+
+    def work(committing):
+        assert committing()
+        checkpoint.produce("out", b"k", b"during-1")
+        checkpoint.produce_all("lights", iter([b"a", b"b"]), [b"light-a", b"light-b"], iter([1, 2]))
+        checkpoint.produce("out", b"k", b"during-2", headers=[("h", b"1")], timestamp=3)
+        assert producer.calls == ["begin", ("out", b"before", [])]  # nothing of it in this transaction
+        while committing():
+            time.sleep(0.005)
+        return "done"
+
+    assert checkpoint.commit_while(work) == (1, "done")
+    assert producer.calls == ["begin", ("out", b"before", []), "commit", "begin", ("out", b"during-1", []),
+                              ("lights", b"light-a", ["timestamp"]), ("lights", b"light-b", ["timestamp"]),
+                              ("out", b"during-2", ["headers", "timestamp"])]
+    assert checkpoint.pending == 4  # the next transaction's, committed by the next commit
+    assert sys.getswitchinterval() == pytest.approx(0.005)  # the interpreter's own again
+
+
+def test_what_the_work_produced_is_dropped_when_the_commit_fails():
+    producer = _SlowlyFenced()
+    checkpoint = Checkpoint(producer, consumer=None, transactional=True)
+    checkpoint.produce("out", b"k", b"v")
+    sent = []
+    producer.produce = lambda *args, **kwargs: sent.append(args)
+
+    with pytest.raises(Fenced):
+        checkpoint.commit_while(lambda committing: checkpoint.produce("out", b"k", b"during"))
+    assert sent == [] and checkpoint._held is None  # the abandoned batch's: never produced
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_only_the_records_whose_delivery_tells_something_have_a_delivery_report(transactional):
+    # In a transaction a record that fails delivery fails the commit (see the broker test in
+    # tests/integration/test_exactly_once.py): the marked records and those whose offset is asked
+    # for have a report. Without one (at-least-once) every record has one: errors come only from them.
+    producer = _Recording()
+    checkpoint = Checkpoint(producer, _Consumer(), transactional=transactional)
+    checkpoint.produce("out", b"k", b"plain")
+    checkpoint.produce_all("lights", [b"a"], [b"light"], [1])
+    checkpoint.produce("changelog", b"m", b"marker", partition=0, mark=True)
+    checkpoint.produce("changelog", b"s", b"chunk", partition=0, on_offset=lambda offset: None)
+    reported = {value: "on_delivery" in options for _, value, options in
+                (call for call in producer.calls if call != "begin")}
+    assert reported == {b"plain": not transactional, b"light": not transactional, b"marker": True, b"chunk": True}
