@@ -152,16 +152,20 @@ def attach(processor: Processor) -> Probe:
         records, opened = processor._uncommitted, processor._transaction_started
         call_before, changelog_before = stages["commit_call"], stages["changelog"]
         checkpoint_pending[0] = 0
+        committing, probe.pending = probe.pending, []  # decided during the commit (work ahead): the next one's
         started = time.perf_counter()
-        commit(*args, **kwargs)
+        try:
+            commit(*args, **kwargs)
+        except BaseException:
+            probe.pending = committing + probe.pending  # the batch abandoned: all of them redone
+            raise
         call, changelog = stages["commit_call"] - call_before, stages["changelog"] - changelog_before
         stages["commit_rest"] += time.perf_counter() - started - call - changelog
         produced = checkpoint_pending[0]
         if records or produced:
             probe.transactions.append((records, produced, visible[0] - opened, call, changelog, visible[0]))
-        for event_id in probe.pending:
+        for event_id in committing:
             probe.decided[event_id].append(visible[0])
-        probe.pending.clear()
 
     def observed_abandon(exc):
         probe.abandoned += 1
