@@ -20,12 +20,22 @@ and goes on from the last commit with a new one (README "A broker restart").
 At-least-once: outputs and changelog records are produced by the idempotent producer, flushed and
 checked, then the marker offsets are committed; a crash in between re-emits that batch (same order
 ids).
+
+Delivery reports (a Python callback per record, run by flush): in a transaction, only the marked
+records and those whose offset is asked for have one. A record of a transaction that fails delivery
+puts the transaction in librdkafka's abortable error state, and the commit's calls (flush,
+send_offsets_to_transaction, commit_transaction) then raise it, so the others need none: a report
+cost about 1 µs of the loop's thread per record (half in produce, half in flush), and while a
+commit runs beside work (:meth:`Checkpoint.commit_while`) each report took the GIL back from the
+work. Without a transaction (at-least-once) every record has its report: errors are known only
+from them.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -89,16 +99,6 @@ def _result(outcome: list):
     raise value
 
 
-_REPORTED = """Which records have a delivery report (a Python callback, run by flush): in a
-transaction, only marked ones and those whose offset is asked for. A record of a transaction that
-fails delivery puts the transaction in librdkafka's abortable error state, and the commit's calls
-(flush, send_offsets_to_transaction, commit_transaction) then raise it, so the others need none:
-a report per record cost about 1 µs of the loop's thread each (half in produce, half in flush), and
-while a commit runs beside work (:meth:`Checkpoint.commit_while`) each report took the GIL back
-from the work. Without a transaction (at-least-once), every record has its report: the errors are
-known only from them."""
-
-
 class _Deliveries:
     """What the delivery reports of one producer said: a producer left behind after a failed batch
     may still report later, into its own object, never into its successor's."""
@@ -160,7 +160,8 @@ class Checkpoint:
         timestamp in epoch ms (default: the producer's clock); ``on_offset``: called with the
         record's offset once it is delivered (before :meth:`commit` returns)."""
         if self._held is not None:
-            self._held.append((self.produce, (topic, key, value, headers, partition, mark, timestamp, on_offset)))
+            self._held.append(partial(self.produce, topic, key, value, headers, partition=partition, mark=mark,
+                                      timestamp=timestamp, on_offset=on_offset))
             return
         self._begin()
         deliveries = self._deliveries
@@ -169,7 +170,7 @@ class Checkpoint:
             extra["on_delivery"] = deliveries.noting(on_offset)
         elif mark:
             extra["on_delivery"] = deliveries.on_marked_delivery
-        elif not self._transactional:  # (in a transaction, its commit fails if a record does: _REPORTED)
+        elif not self._transactional:  # (in a transaction, its commit fails if a record does)
             extra["on_delivery"] = deliveries.on_delivery
         if timestamp is not None:
             extra["timestamp"] = timestamp
@@ -179,17 +180,13 @@ class Checkpoint:
         """:meth:`produce` of each ``(key, value, timestamp)`` in the open batch, without its
         per-record set-up (a pass's lights: hundreds of thousands in a crash)."""
         if self._held is not None:
-            self._held.append((self.produce_all, (topic, list(keys), values, list(timestamps))))
+            self._held.append(partial(self.produce_all, topic, list(keys), values, list(timestamps)))
             return
         self._begin()
         send = self._send
-        if self._transactional:  # no delivery report: _REPORTED
-            for key, value, timestamp in zip(keys, values, timestamps):
-                send(topic, value, key, timestamp=timestamp)
-        else:
-            on_delivery = self._deliveries.on_delivery
-            for key, value, timestamp in zip(keys, values, timestamps):
-                send(topic, value, key, on_delivery=on_delivery, timestamp=timestamp)
+        report = {} if self._transactional else {"on_delivery": self._deliveries.on_delivery}  # (module doc)
+        for key, value, timestamp in zip(keys, values, timestamps):
+            send(topic, value, key, timestamp=timestamp, **report)
 
     def _send(self, topic: str, value, key, **options) -> None:
         """One record into the producer, retried while its local queue is full."""
@@ -257,8 +254,8 @@ class Checkpoint:
             self._held = None
             sys.setswitchinterval(switch)
         committed = _result(outcome)
-        for produce, args in held:
-            produce(*args)
+        for produce in held:
+            produce()
         return committed, value
 
     def abort(self) -> None:

@@ -532,10 +532,7 @@ class Processor:
                 self._transaction_started = time.monotonic()
             deadline = self._transaction_started + self._commit_interval_s
             room = batch_size - self._uncommitted
-            if room > 0 and not (self._uncommitted and time.monotonic() >= self._due(deadline)):
-                released, more = self._drain_all(caught_up, unfetched, room, deadline)
-            else:  # full or due already with what was applied during the last commit (_work_ahead)
-                released, more = 0, True
+            released, more = self._drain_all(caught_up, unfetched, room, deadline)
             self._uncommitted += released
             # A shortfall decision is not held for the interval once nothing more is released now,
             # nor for more than a DECISION_SHARE of it while records keep coming (_due).
@@ -693,6 +690,8 @@ class Processor:
         or until ``deadline`` (monotonic clock) or until ``going()`` turns false (both checked
         every few records). Returns the records applied and whether it stopped before the merges
         had released all they could (more may be released)."""
+        if (limit is not None and limit <= 0) or (deadline is not None and time.monotonic() >= self._due(deadline)):
+            return 0, True  # full or due already (with the records applied during a commit: _work_ahead)
         count = 0
         for domain in self.domains():
             # A partition no fetch has answered for yet is waited for without a time limit: whether

@@ -111,8 +111,8 @@ def _lights(engine):
 
 def test_a_record_without_a_delivery_report_that_fails_fails_its_transaction(settings):
     # The checkpoint gives the records of a transaction no delivery report, marked ones apart
-    # (checkpoint._REPORTED): one that fails delivery must still fail the commit, and the next
-    # transaction go on. The record here goes to a topic that does not exist.
+    # (the checkpoint module's "Delivery reports"): one that fails delivery must still fail the
+    # commit, and the next transaction go on. The record here goes to a topic that does not exist.
     producer = Producer({**producer_config(settings), "topic.metadata.propagation.max.ms": 1000,
                          "allow.auto.create.topics": False})
     producer.init_transactions(10)
