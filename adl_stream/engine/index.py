@@ -245,7 +245,9 @@ class _Accounts:
             ids = self.table.ids
             for slot, is_wide in zip(slots.tolist(), wide.tolist()):
                 (self.wide_wallets.add if is_wide else self.wide_wallets.discard)(ids[slot])
-        units = np.rint(values * UNITS).astype(np.int64)
+        # A wide wallet's units are no int64: it is held as 0, and its account's equity is read
+        # exactly while it is wide (_tight); the differences stay consistent either way.
+        units = np.rint(np.where(wide, 0.0, values) * UNITS).astype(np.int64)
         self.equity[slots] += units - self.wallet[slots]
         self.wallet[slots] = units
 

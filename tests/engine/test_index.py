@@ -1,5 +1,6 @@
 """The ranking index against the plain reference (tests/engine/oracle.py), order by order."""
 
+import warnings
 from contextlib import contextmanager
 from decimal import Decimal as D
 
@@ -166,6 +167,23 @@ def test_a_position_beyond_the_error_bound_switches_the_asset_to_exact_equity():
     assert indexed.index._tight(indexed.index._side("BTCUSDT", True)) is False
     assert indexed.index._tight(indexed.index._side("BTCUSDC", True)) is True
     assert oracle.tight(indexed, "USDC", ("BTCUSDC", True))
+
+
+def test_a_wallet_beyond_int64_units_ranks_exactly_and_casts_nothing_invalid():
+    """A balance whose units (1e-36 * 2**16) no int64 holds (10**15 USDT) is held as 0 in the index's
+    column while its asset ranks by exact equity; once it is back within the bound the columns rank
+    as the reference again (the equity's differences stayed consistent)."""
+    indexed, reference = _engines()
+    ops = [("fill", "A1", "BTCUSDT", True, D(1), D(100)), ("fill", "A2", "BTCUSDT", True, D(2), D(100)),
+           ("fill", "A3", "BTCUSDT", False, D(3), D(100)), ("mark", "BTCUSDT", D(90)),
+           ("balance", "A2", "USDT", D(10) ** 15)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an invalid cast to int64 warns
+        _run(ops, indexed, reference)
+        assert indexed.index._tight(indexed.index._side("BTCUSDT", True)) is False
+        _run([("balance", "A2", "USDT", D(50)), ("mark", "BTCUSDT", D(91))], indexed, reference, start=len(ops))
+    assert indexed.index._tight(indexed.index._side("BTCUSDT", True)) is True
+    assert oracle.tight(indexed, "USDT", ("BTCUSDT", True))
 
 
 @given(operations, st.data())
