@@ -170,8 +170,8 @@ def test_a_position_beyond_the_error_bound_switches_the_asset_to_exact_equity():
 
 
 def test_a_wallet_beyond_int64_units_ranks_exactly_and_casts_nothing_invalid():
-    """A balance whose units (1e-36 * 2**16) no int64 holds (10**15 USDT) is held as 0 in the index's
-    column while its asset ranks by exact equity; once it is back within the bound the columns rank
+    """A balance that no int64 holds at the index column's scale (the balance times 2**16: 10**15
+    USDT) is held as 0 in that column while its asset ranks by exact equity; once it is back within the bound the columns rank
     as the reference again (the equity's differences stayed consistent)."""
     indexed, reference = _engines()
     ops = [("fill", "A1", "BTCUSDT", True, D(1), D(100)), ("fill", "A2", "BTCUSDT", True, D(2), D(100)),
